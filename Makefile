@@ -1,0 +1,45 @@
+# Tally — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := bin/tally
+INFRA     := deploy/local/infra.sh
+# Integration tests find the services through these (defaults: the local ones `make up` starts).
+export TALLY_TEST_KAFKA_BROKERS    ?= 127.0.0.1:9092
+export TALLY_TEST_CLICKHOUSE_ADDR  ?= 127.0.0.1:9000
+export TALLY_TEST_CLICKHOUSE_HTTP  ?= 127.0.0.1:8123
+GOTESTFLAGS ?=
+
+.PHONY: help build up down status lint test test-unit bench fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/tally
+	$(GO) build -o $(BIN) ./cmd/tally
+
+up: build ## install (cached) and start Kafka + ClickHouse locally; waits until both answer
+	$(INFRA) up
+
+down: ## stop the Kafka and ClickHouse processes `make up` started
+	$(INFRA) down
+
+status: ## show what runs where
+	@$(INFRA) status
+
+lint: ## go vet plus gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: up lint ## start services if needed, vet, and run every test (unit + integration) with -race
+	$(GO) test -race -shuffle=on -timeout 30m $(GOTESTFLAGS) ./...
+
+test-unit: ## tests that need no services (integration tests skipped)
+	TALLY_SKIP_INTEGRATION=1 $(GO) test -race -shuffle=on ./...
+
+bench: ## run the Go benchmarks (see BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean: ## remove build output (not the caches, not .state)
+	rm -rf bin

@@ -1,0 +1,100 @@
+// Command tally is the single binary of the Tally metering and billing pipeline; each role is a
+// subcommand. This package only parses configuration, wires components and runs them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/tally-billing/tally/internal/config"
+)
+
+// command is one subcommand: it parses its own flags from args and runs until done or ctx ends.
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *environment, args []string) error
+}
+
+// environment is what every subcommand gets from the process: streams, logger, env lookup.
+type environment struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+}
+
+func (e *environment) logger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// parse resolves a subcommand's flags: command line, then TALLY_* environment, then --config file.
+func (e *environment) parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(e.stderr)
+	return config.Parse(fs, args, e.lookupEnv)
+}
+
+var commands = map[string]command{}
+
+func register(name string, c command) { commands[name] = c }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv}
+	code := run(ctx, env, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, env *environment, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(env.stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.stderr, "tally: unknown command %q\n\n", args[0])
+		usage(env.stderr)
+		return 2
+	}
+	if err := c.run(ctx, env, args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		fmt.Fprintf(env.stderr, "tally %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// exitError ends the process with a specific code after the command already reported why.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tally <command> [flags]   (tally <command> -h for its flags)")
+	fmt.Fprintln(w, "\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag can also be set by environment (TALLY_ + flag name in upper snake case) or --config FILE (JSON).")
+}

@@ -1,0 +1,148 @@
+// Package kafkax is the thin shared plumbing over segmentio/kafka-go: broker checks and topic
+// administration. Stage packages own their producers and consumers.
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// SplitBrokers turns "a:9092, b:9092" into its addresses.
+func SplitBrokers(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Ping asks the cluster for its metadata through the first broker that answers, proving it
+// serves the Kafka protocol (an open port is not enough).
+func Ping(ctx context.Context, brokers []string) error {
+	if len(brokers) == 0 {
+		return errors.New("kafka: no brokers configured")
+	}
+	var errs []error
+	for _, b := range brokers {
+		client := &kafka.Client{Addr: kafka.TCP(b), Timeout: 5 * time.Second}
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{})
+		if err == nil && len(md.Brokers) > 0 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("metadata lists no brokers")
+		}
+		errs = append(errs, fmt.Errorf("kafka %s: %w", b, err))
+	}
+	return errors.Join(errs...)
+}
+
+// TopicSpec describes a topic to create.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+	// Configs are topic-level settings such as cleanup.policy=compact or retention.ms.
+	Configs map[string]string
+}
+
+// CreateTopics creates the topics that do not exist yet; existing ones are left as they are.
+func CreateTopics(ctx context.Context, brokers []string, specs ...TopicSpec) error {
+	conn, err := dialController(ctx, brokers)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cfgs := make([]kafka.TopicConfig, 0, len(specs))
+	for _, s := range specs {
+		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: -1}
+		for k, v := range s.Configs {
+			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+		}
+		cfgs = append(cfgs, tc)
+	}
+	if err := conn.CreateTopics(cfgs...); err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return waitForLeaders(ctx, brokers, names)
+}
+
+// waitForLeaders returns once every partition of the topics has a leader: creation is
+// asynchronous, and a produce before that fails with UnknownTopicOrPartition.
+func waitForLeaders(ctx context.Context, brokers []string, topics []string) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	for {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err == nil && allLed(md, len(topics)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics %v not ready: %w (last metadata error: %v)", topics, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(md *kafka.MetadataResponse, want int) bool {
+	if len(md.Topics) != want {
+		return false
+	}
+	for _, t := range md.Topics {
+		if t.Error != nil || len(t.Partitions) == 0 {
+			return false
+		}
+		for _, p := range t.Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// DeleteTopics deletes the named topics.
+func DeleteTopics(ctx context.Context, brokers []string, names ...string) error {
+	conn, err := dialController(ctx, brokers)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.DeleteTopics(names...); err != nil {
+		return fmt.Errorf("delete topics %v: %w", names, err)
+	}
+	return nil
+}
+
+// dialController connects to the cluster's controller, which topic administration must go to.
+func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("kafka: no brokers configured")
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("dial kafka %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return nil, fmt.Errorf("find kafka controller: %w", err)
+	}
+	addr := net.JoinHostPort(ctrl.Host, fmt.Sprint(ctrl.Port))
+	cc, err := kafka.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial kafka controller %s: %w", addr, err)
+	}
+	return cc, nil
+}

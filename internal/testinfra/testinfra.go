@@ -1,0 +1,132 @@
+// Package testinfra gives integration tests the real Kafka and ClickHouse that `make test`
+// starts, each test in its own topics and database, removed afterwards.
+//
+// The services are found through TALLY_TEST_KAFKA_BROKERS, TALLY_TEST_CLICKHOUSE_ADDR (native)
+// and TALLY_TEST_CLICKHOUSE_HTTP, defaulting to the local ones. A test that needs a service which
+// does not answer fails and says to run `make up`; it is skipped only when
+// TALLY_SKIP_INTEGRATION=1 asks for that explicitly.
+package testinfra
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
+)
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// KafkaBrokers are the brokers integration tests use.
+func KafkaBrokers() []string {
+	return kafkax.SplitBrokers(env("TALLY_TEST_KAFKA_BROKERS", "127.0.0.1:9092"))
+}
+
+// ClickHouseNativeAddr and ClickHouseHTTPAddr are the ClickHouse interfaces tests use.
+func ClickHouseNativeAddr() string { return env("TALLY_TEST_CLICKHOUSE_ADDR", "127.0.0.1:9000") }
+func ClickHouseHTTPAddr() string   { return env("TALLY_TEST_CLICKHOUSE_HTTP", "127.0.0.1:8123") }
+
+func requireIntegration(t testing.TB) {
+	t.Helper()
+	if os.Getenv("TALLY_SKIP_INTEGRATION") == "1" {
+		t.Skip("integration test skipped: TALLY_SKIP_INTEGRATION=1")
+	}
+}
+
+// UniqueName returns prefix plus a random suffix, safe as a topic, group or database name.
+func UniqueName(t testing.TB, prefix string) string {
+	t.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	clean := regexp.MustCompile(`[^A-Za-z0-9_]`).ReplaceAllString(t.Name(), "_")
+	if len(clean) > 40 {
+		clean = clean[:40]
+	}
+	return strings.ToLower(fmt.Sprintf("%s_%s_%s", prefix, clean, hex.EncodeToString(b[:])))
+}
+
+// Kafka checks that the test broker answers and returns its addresses.
+func Kafka(t testing.TB) []string {
+	t.Helper()
+	requireIntegration(t)
+	brokers := KafkaBrokers()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := kafkax.Ping(ctx, brokers); err != nil {
+		t.Fatalf("Kafka is not reachable (%v); run `make up` first, or set TALLY_TEST_KAFKA_BROKERS", err)
+	}
+	return brokers
+}
+
+// Topic creates a fresh topic with the given partitions and deletes it when the test ends.
+func Topic(t testing.TB, partitions int, configs map[string]string) (brokers []string, topic string) {
+	t.Helper()
+	brokers = Kafka(t)
+	topic = UniqueName(t, "t")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: partitions, Configs: configs}); err != nil {
+		t.Fatalf("create topic %s: %v", topic, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := kafkax.DeleteTopics(ctx, brokers, topic); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	})
+	return brokers, topic
+}
+
+// ClickHouse opens a connection over the given protocol to a fresh database, dropped when the
+// test ends. The returned config names that database.
+func ClickHouse(t testing.TB, protocol clickhouse.Protocol) (driver.Conn, chx.Config) {
+	t.Helper()
+	requireIntegration(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := chx.Config{Addr: ClickHouseNativeAddr(), Protocol: protocol, Username: "default"}
+	if protocol == clickhouse.HTTP {
+		cfg.Addr = ClickHouseHTTPAddr()
+	}
+	admin, err := chx.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("ClickHouse is not reachable (%v); run `make up` first, or set TALLY_TEST_CLICKHOUSE_ADDR/HTTP", err)
+	}
+	db := UniqueName(t, "db")
+	if err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatalf("create database %s: %v", db, err)
+	}
+	_ = admin.Close()
+	cfg.Database = db
+	conn, err := chx.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open database %s: %v", db, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC"); err != nil {
+			t.Logf("cleanup: drop database %s: %v", db, err)
+		}
+		_ = conn.Close()
+	})
+	return conn, cfg
+}
