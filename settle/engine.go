@@ -1,0 +1,628 @@
+package settle
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// Source is the CloudEvents source of every event Tally emits.
+const Source = "tally"
+
+// Config configures the billing engine.
+type Config struct {
+	Catalogue *Catalogue
+	// Location is the billing time zone: it decides which month an instant belongs to.
+	Location *time.Location
+	// HoldRatio scales the hold for the next month (1 = 100% of the month's list-price usage).
+	HoldRatio decimal.Decimal
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Catalogue == nil {
+		errs = append(errs, errors.New("settle: catalogue is nil"))
+	}
+	if c.Location == nil {
+		errs = append(errs, errors.New("settle: billing location is nil"))
+	}
+	if c.HoldRatio.IsNegative() {
+		errs = append(errs, fmt.Errorf("settle: hold ratio %s is negative", c.HoldRatio))
+	}
+	return errors.Join(errs...)
+}
+
+// Emit receives each event the engine emits, in emission order.
+type Emit func(cloudevent.Out) error
+
+// Engine is the pure billing state machine of SPEC §2–§4: it folds input events and settles
+// months, emitting bills, holds and account-status events. It never reads a clock: every instant
+// it uses comes from the events or from the caller. Not safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	emit     Emit
+	accounts map[string]*account
+	order    []string // account ids; sorted when sorted is true
+	sorted   bool
+	packIDs  map[string]struct{}
+	// earliest is the earliest month any input was seen for; settled the last month settled.
+	earliest, settled Period
+	// dirty accounts have changes that may re-price already settled months.
+	dirty map[*account]struct{}
+}
+
+type account struct {
+	id        string
+	services  map[string]*serviceState
+	hold      *hold // the current hold: the last one a settlement requested
+	requested *hold // the hold requested at the previous settlement, to release at the next
+	suspended bool
+}
+
+type hold struct {
+	id          string
+	amount      decimal.Decimal
+	forPeriod   Period
+	basisPeriod Period
+	state       holdState
+	retries     int // requests re-sent after a recharge
+}
+
+type holdState uint8
+
+const (
+	holdPending holdState = iota
+	holdPlaced
+	holdFailed
+)
+
+type serviceState struct {
+	activated   bool
+	activatedAt time.Time
+	months      map[Period]*monthUsage
+	packs       []*pack // by (validUntil, id)
+	overrides   []PriceOverride
+	billed      map[Period]billed // what the bills said so far, per settled month
+	dirty       bool
+}
+
+// billed is what has been charged for one (month, service): the amount, and the calls the last
+// line or adjustment showed.
+type billed struct {
+	amount decimal.Decimal
+	calls  int64
+}
+
+type pack struct {
+	id                    string
+	calls                 int64
+	validFrom, validUntil time.Time
+}
+
+// monthUsage is one (account, service, month): the ids counted so far and the calls by instant.
+type monthUsage struct {
+	ids    idSet
+	total  int64
+	series []timedCalls
+	sorted bool
+}
+
+type timedCalls struct {
+	at    int64 // unix nanoseconds
+	calls int64
+}
+
+// idSet remembers event ids; a short slice until it grows, then a map, because most months of
+// most (account, service) hold few events in replay and the benchmark.
+type idSet struct {
+	few  []string
+	many map[string]struct{}
+}
+
+func (s *idSet) add(id string) bool {
+	if s.many != nil {
+		if _, ok := s.many[id]; ok {
+			return false
+		}
+		s.many[id] = struct{}{}
+		return true
+	}
+	if slices.Contains(s.few, id) {
+		return false
+	}
+	if len(s.few) < 16 {
+		s.few = append(s.few, id)
+		return true
+	}
+	s.many = make(map[string]struct{}, 64)
+	for _, x := range s.few {
+		s.many[x] = struct{}{}
+	}
+	s.few = nil
+	s.many[id] = struct{}{}
+	return true
+}
+
+// New builds an engine that emits through emit.
+func New(cfg Config, emit Emit) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if emit == nil {
+		return nil, errors.New("settle: emit is nil")
+	}
+	return &Engine{
+		cfg: cfg, emit: emit,
+		accounts: map[string]*account{}, packIDs: map[string]struct{}{}, dirty: map[*account]struct{}{},
+		sorted: true,
+	}, nil
+}
+
+// Settled is the last month settled (zero when none).
+func (e *Engine) Settled() Period { return e.settled }
+
+// Earliest is the earliest month an input was seen for (zero when none).
+func (e *Engine) Earliest() Period { return e.earliest }
+
+func (e *Engine) account(id string) *account {
+	a := e.accounts[id]
+	if a == nil {
+		a = &account{id: id, services: map[string]*serviceState{}}
+		e.accounts[id] = a
+		if n := len(e.order); n > 0 && e.order[n-1] > id {
+			e.sorted = false
+		}
+		e.order = append(e.order, id)
+	}
+	return a
+}
+
+func (a *account) service(id string) *serviceState {
+	s := a.services[id]
+	if s == nil {
+		s = &serviceState{months: map[Period]*monthUsage{}}
+		a.services[id] = s
+	}
+	return s
+}
+
+func (e *Engine) see(t time.Time) {
+	if p := PeriodOf(t, e.cfg.Location); e.earliest.IsZero() || p.Before(e.earliest) {
+		e.earliest = p
+	}
+}
+
+// markDirty notes that (a, s) may need re-pricing of months already settled.
+func (e *Engine) markDirty(a *account, s *serviceState) {
+	if e.settled.IsZero() {
+		return
+	}
+	s.dirty = true
+	e.dirty[a] = struct{}{}
+}
+
+// Apply folds one validated input event; at is the instant it is processed (the log's clock),
+// used as the time of any event it emits.
+func (e *Engine) Apply(in Input, at time.Time) error {
+	switch in := in.(type) {
+	case Usage:
+		e.applyUsage(in)
+	case Activation:
+		e.see(in.At)
+		a := e.account(in.Account)
+		s := a.service(in.Service)
+		if !s.activated {
+			s.activated, s.activatedAt = true, in.At
+			e.markDirty(a, s)
+		}
+	case PackPurchase:
+		if _, dup := e.packIDs[in.PackID]; dup {
+			return nil
+		}
+		e.packIDs[in.PackID] = struct{}{}
+		e.see(in.ValidFrom)
+		a := e.account(in.Account)
+		s := a.service(in.Service)
+		p := &pack{id: in.PackID, calls: in.Calls, validFrom: in.ValidFrom, validUntil: in.ValidUntil}
+		i := sort.Search(len(s.packs), func(i int) bool { return packBefore(p, s.packs[i]) })
+		s.packs = slices.Insert(s.packs, i, p)
+		e.markDirty(a, s)
+	case PriceOverride:
+		a := e.account(in.Account)
+		s := a.service(in.Service)
+		s.overrides = append(s.overrides, in)
+		e.markDirty(a, s)
+	case HoldReply:
+		return e.applyHoldReply(in, at)
+	case Recharge:
+		return e.applyRecharge(in, at)
+	default:
+		return fmt.Errorf("settle: unknown input %T", in)
+	}
+	return nil
+}
+
+func packBefore(p, q *pack) bool {
+	if !p.validUntil.Equal(q.validUntil) {
+		return p.validUntil.Before(q.validUntil)
+	}
+	return p.id < q.id
+}
+
+func (e *Engine) applyUsage(u Usage) {
+	p := PeriodOf(u.Time, e.cfg.Location)
+	e.see(u.Time)
+	a := e.account(u.Account)
+	s := a.service(u.Service)
+	m := s.months[p]
+	if m == nil {
+		m = &monthUsage{sorted: true}
+		s.months[p] = m
+	}
+	if !m.ids.add(u.ID) {
+		return // a duplicate: the first received counts
+	}
+	at := u.Time.UnixNano()
+	if n := len(m.series); n > 0 && m.series[n-1].at > at {
+		m.sorted = false
+	}
+	m.series = append(m.series, timedCalls{at: at, calls: u.Calls})
+	m.total += u.Calls
+	if !e.settled.IsZero() && !e.settled.Before(p) {
+		e.markDirty(a, s) // a late call: its month was settled already
+	}
+}
+
+func (e *Engine) applyHoldReply(r HoldReply, at time.Time) error {
+	a := e.accounts[r.Account]
+	if a == nil || a.hold == nil || a.hold.id != r.HoldID || a.hold.state != holdPending {
+		return nil // not the account's current, unanswered hold: changes nothing
+	}
+	h := a.hold
+	if r.Placed {
+		h.state = holdPlaced
+		if a.suspended {
+			a.suspended = false
+			return e.emitStatus(AccountResumedType, a, h, ReasonHoldPlaced, at)
+		}
+		return nil
+	}
+	h.state = holdFailed
+	if !a.suspended {
+		a.suspended = true
+		return e.emitStatus(AccountSuspendedType, a, h, ReasonHoldFailed, at)
+	}
+	return nil
+}
+
+func (e *Engine) applyRecharge(r Recharge, at time.Time) error {
+	a := e.accounts[r.Account]
+	if a == nil || !a.suspended || a.hold == nil || a.hold.state != holdFailed {
+		return nil
+	}
+	h := a.hold
+	h.retries++
+	h.state = holdPending
+	return e.emitHoldRequested(a, h, at)
+}
+
+// attemptSuffix names the n-th retry of a hold in the ids of events that follow it.
+func (h *hold) attemptSuffix() string {
+	if h.retries == 0 {
+		return ""
+	}
+	return fmt.Sprintf(":%d", h.retries)
+}
+
+func (e *Engine) emitStatus(typ string, a *account, h *hold, reason string, at time.Time) error {
+	id := typ + ":" + h.id + h.attemptSuffix()
+	return e.emit(cloudevent.NewOut(Source, typ, id, a.id, at.In(e.cfg.Location), AccountStatus{Account: a.id, Reason: reason}))
+}
+
+func (e *Engine) emitHoldRequested(a *account, h *hold, at time.Time) error {
+	id := HoldRequestedType + ":" + h.id + h.attemptSuffix()
+	return e.emit(cloudevent.NewOut(Source, HoldRequestedType, id, a.id, at.In(e.cfg.Location), HoldRequested{
+		HoldID: h.id, Account: a.id, Amount: money(h.amount),
+		ForPeriod: h.forPeriod.String(), BasisPeriod: h.basisPeriod.String(),
+	}))
+}
+
+// Settle settles month p at instant at: per account in ascending id order, the previous hold's
+// release, the bill (lines of p and adjustments of earlier months), and the hold for p+1. Months
+// must be settled in order; settling a month already settled emits nothing.
+func (e *Engine) Settle(p Period, at time.Time) error {
+	if !e.settled.IsZero() && !e.settled.Before(p) {
+		return nil
+	}
+	if !e.settled.IsZero() && e.settled.Next() != p {
+		return fmt.Errorf("settle %s: the previous month %s is not settled (last settled %s)", p, p.Prev(), e.settled)
+	}
+	if !e.sorted {
+		sort.Strings(e.order)
+		e.sorted = true
+	}
+	at = at.In(e.cfg.Location)
+	for _, id := range e.order {
+		if err := e.settleAccount(e.accounts[id], p, at); err != nil {
+			return fmt.Errorf("settle %s account %s: %w", p, id, err)
+		}
+	}
+	clear(e.dirty)
+	e.settled = p
+	return nil
+}
+
+func (e *Engine) settleAccount(a *account, p Period, at time.Time) error {
+	_, isDirty := e.dirty[a]
+	var lines []BillLine
+	var adjustments []Adjustment
+	total, holdBasis := decimal.Zero, decimal.Zero
+	for _, sid := range sortedKeys(a.services) {
+		s := a.services[sid]
+		if isDirty && s.dirty {
+			adj, diff := e.reprice(a, sid, s, p)
+			adjustments = append(adjustments, adj...)
+			total = total.Add(diff)
+			s.dirty = false
+		}
+		m := s.months[p]
+		if m == nil || m.total == 0 {
+			continue
+		}
+		line, amount, listAmount := e.line(a, sid, s, p)
+		lines = append(lines, line)
+		total = total.Add(amount)
+		holdBasis = holdBasis.Add(listAmount)
+		if s.billed == nil {
+			s.billed = map[Period]billed{}
+		}
+		s.billed[p] = billed{amount: amount, calls: line.Calls}
+	}
+	sort.SliceStable(adjustments, func(i, j int) bool {
+		if adjustments[i].Period != adjustments[j].Period {
+			return adjustments[i].Period < adjustments[j].Period
+		}
+		return adjustments[i].Service < adjustments[j].Service
+	})
+
+	// 1. release the hold requested at the previous settlement, unless it failed.
+	if h := a.requested; h != nil {
+		a.requested = nil
+		if h.state != holdFailed {
+			if err := e.emit(cloudevent.NewOut(Source, HoldReleasedType, HoldReleasedType+":"+h.id, a.id, at,
+				HoldReleased{HoldID: h.id, Account: a.id, Amount: money(h.amount)})); err != nil {
+				return err
+			}
+		}
+	}
+	// 2. the bill.
+	if len(lines) > 0 || len(adjustments) > 0 {
+		if lines == nil {
+			lines = []BillLine{}
+		}
+		if adjustments == nil {
+			adjustments = []Adjustment{}
+		}
+		bill := Bill{BillID: BillID(a.id, p), Account: a.id, Period: p.String(), Currency: e.cfg.Catalogue.Currency,
+			Lines: lines, Adjustments: adjustments, Total: money(total)}
+		if err := e.emit(cloudevent.NewOut(Source, BillIssuedType, BillIssuedType+":"+bill.BillID, a.id, at, bill)); err != nil {
+			return err
+		}
+	}
+	// 3. the hold for the next month, which becomes the account's current hold.
+	amount := holdBasis.Mul(e.cfg.HoldRatio).Round(2)
+	if amount.IsPositive() {
+		h := &hold{id: HoldID(a.id, p.Next()), amount: amount, forPeriod: p.Next(), basisPeriod: p}
+		a.hold, a.requested = h, h
+		return e.emitHoldRequested(a, h, at)
+	}
+	prev := a.hold
+	a.hold = nil
+	if a.suspended {
+		a.suspended = false
+		return e.emitStatus(AccountResumedType, a, prev, ReasonNothingToHold, at)
+	}
+	return nil
+}
+
+// line prices (a, service, p) as billed now; it returns the line, its amount, and its amount at
+// list prices (the hold basis).
+func (e *Engine) line(a *account, sid string, s *serviceState, p Period) (BillLine, decimal.Decimal, decimal.Decimal) {
+	u := e.derive(s, p)
+	start := p.Start(e.cfg.Location)
+	list := e.cfg.Catalogue.ListSchedule(sid, start)
+	sched := list
+	if !list.Free {
+		if o := s.overrideFor(start); o != nil {
+			sched = Schedule{Tiers: o.Tiers}
+		}
+	}
+	billable := u.total - u.free - u.prepaid
+	tier, unit := sched.Price(u.total)
+	amount := Amount(billable, unit)
+	listAmount := amount
+	if !sched.sameAs(list) {
+		_, listUnit := list.Price(u.total)
+		listAmount = Amount(billable, listUnit)
+	}
+	return BillLine{
+		Service: sid, Activated: s.activeIn(p, e.cfg.Location),
+		Calls: u.total, FreeCalls: u.free, PrepaidCalls: u.prepaid, BillableCalls: billable,
+		Tier: tier, UnitPrice: unit.String(), Amount: money(amount),
+	}, amount, listAmount
+}
+
+// Amount is what billable calls cost at a unit price per 1,000 calls, rounded half-up to 0.01.
+func Amount(billable int64, unitPrice decimal.Decimal) decimal.Decimal {
+	return decimal.NewFromInt(billable).Mul(unitPrice).Shift(-3).Round(2)
+}
+
+// activeIn: a free pack is granted for p to a service activated at any instant before p's end.
+func (s *serviceState) activeIn(p Period, loc *time.Location) bool {
+	return s.activated && s.activatedAt.Before(p.End(loc))
+}
+
+// overrideFor is the contract price for the month starting at start: the override whose
+// effective_from is the latest at or before start, the later in the log winning a tie.
+func (s *serviceState) overrideFor(start time.Time) *PriceOverride {
+	var best *PriceOverride
+	for i := range s.overrides {
+		o := &s.overrides[i]
+		if o.EffectiveFrom.After(start) {
+			continue
+		}
+		if best == nil || !o.EffectiveFrom.Before(best.EffectiveFrom) {
+			best = o
+		}
+	}
+	return best
+}
+
+// reprice re-prices every settled month of (a, service) before p with everything known now and
+// returns an adjustment for each whose amount differs from what was billed for it so far, and
+// their sum.
+func (e *Engine) reprice(a *account, sid string, s *serviceState, p Period) ([]Adjustment, decimal.Decimal) {
+	months := map[Period]bool{}
+	for m := range s.months {
+		if m.Before(p) {
+			months[m] = true
+		}
+	}
+	for m := range s.billed {
+		months[m] = true
+	}
+	var out []Adjustment
+	sum := decimal.Zero
+	for _, m := range sortedPeriods(months) {
+		var now decimal.Decimal
+		var calls int64
+		if mu := s.months[m]; mu != nil && mu.total > 0 {
+			var line BillLine
+			line, now, _ = e.line(a, sid, s, m)
+			calls = line.Calls
+		}
+		was := s.billed[m]
+		if now.Equal(was.amount) {
+			continue
+		}
+		diff := now.Sub(was.amount)
+		sum = sum.Add(diff)
+		out = append(out, Adjustment{Period: m.String(), Service: sid, CallsBefore: was.calls, CallsAfter: calls, Amount: money(diff)})
+		if s.billed == nil {
+			s.billed = map[Period]billed{}
+		}
+		s.billed[m] = billed{amount: now, calls: calls}
+	}
+	return out, sum
+}
+
+// derivation splits a month's calls into free, prepaid and (the rest) billable.
+type derivation struct{ total, free, prepaid int64 }
+
+// derive attributes the calls of month p. The free pack covers the first calls of the month;
+// then each call is covered by the valid pack expiring soonest (ties: smaller pack_id), else it
+// is postpaid. Packs carry over months, so with packs every earlier month is re-derived in time
+// order first.
+func (e *Engine) derive(s *serviceState, p Period) derivation {
+	freeFor := func(m Period) int64 {
+		if s.activeIn(m, e.cfg.Location) {
+			return e.cfg.Catalogue.FreeCallsPerMonth
+		}
+		return 0
+	}
+	m := s.months[p]
+	if len(s.packs) == 0 {
+		return derivation{total: m.total, free: min(m.total, freeFor(p))}
+	}
+	left := make([]int64, len(s.packs))
+	for i, pk := range s.packs {
+		left[i] = pk.calls
+	}
+	var months []Period
+	for q := range s.months {
+		if !p.Before(q) {
+			months = append(months, q)
+		}
+	}
+	slices.SortFunc(months, comparePeriods)
+	var d derivation
+	for _, q := range months {
+		mu := s.months[q]
+		mu.sort()
+		d = derivation{total: mu.total}
+		freeLeft := freeFor(q)
+		for _, tc := range mu.series {
+			n := tc.calls
+			f := min(n, freeLeft)
+			freeLeft -= f
+			d.free += f
+			n -= f
+			for i, pk := range s.packs {
+				if n == 0 {
+					break
+				}
+				if left[i] == 0 || tc.at < pk.validFrom.UnixNano() || tc.at >= pk.validUntil.UnixNano() {
+					continue
+				}
+				take := min(n, left[i])
+				left[i] -= take
+				d.prepaid += take
+				n -= take
+			}
+		}
+	}
+	return d
+}
+
+func (m *monthUsage) sort() {
+	if !m.sorted {
+		slices.SortStableFunc(m.series, func(a, b timedCalls) int { return compareInt64(a.at, b.at) })
+		m.sorted = true
+	}
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func comparePeriods(a, b Period) int {
+	if a.Before(b) {
+		return -1
+	}
+	if b.Before(a) {
+		return 1
+	}
+	return 0
+}
+
+func sortedPeriods(set map[Period]bool) []Period {
+	out := make([]Period, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, comparePeriods)
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, strings.Compare)
+	return out
+}

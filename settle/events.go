@@ -1,0 +1,270 @@
+package settle
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// Input event types (SPEC §4) other than usage, which ingest owns.
+const (
+	ActivatedType     = "tally.service.activated.v1"
+	PackPurchasedType = "tally.pack.purchased.v1"
+	PriceOverrideType = "tally.price.override.v1"
+	HoldPlacedType    = "tally.ledger.hold.placed.v1"
+	HoldFailedType    = "tally.ledger.hold.failed.v1"
+	RechargedType     = "tally.ledger.recharged.v1"
+)
+
+// Output event types, all on the billing topic keyed by account.
+const (
+	BillIssuedType       = "tally.bill.issued.v1"
+	HoldReleasedType     = "tally.hold.released.v1"
+	HoldRequestedType    = "tally.hold.requested.v1"
+	AccountSuspendedType = "tally.account.suspended.v1"
+	AccountResumedType   = "tally.account.resumed.v1"
+)
+
+// Account status reasons.
+const (
+	ReasonHoldFailed    = "hold_failed"
+	ReasonHoldPlaced    = "hold_placed"
+	ReasonNothingToHold = "nothing_to_hold"
+)
+
+// --- inputs ---
+
+// Input is one validated input event for the engine.
+type Input interface{ inputAccount() string }
+
+// Usage is a validated usage event (ingest's contract).
+type Usage struct{ ingest.Usage }
+
+// Activation: the account activated a service at At.
+type Activation struct {
+	Account, Service string
+	At               time.Time
+}
+
+// PackPurchase: a prepaid pack of Calls calls of Service, valid in [ValidFrom, ValidUntil).
+type PackPurchase struct {
+	Account, Service, PackID string
+	Calls                    int64
+	ValidFrom, ValidUntil    time.Time
+}
+
+// PriceOverride: contract prices for (Account, Service) from EffectiveFrom on.
+type PriceOverride struct {
+	Account, Service string
+	EffectiveFrom    time.Time
+	Tiers            []Tier
+}
+
+// HoldReply is the ledger's answer to a hold request.
+type HoldReply struct {
+	Account, HoldID, Reason string
+	Placed                  bool
+}
+
+// Recharge: the ledger reports a top-up of the account's balance.
+type Recharge struct {
+	Account string
+	Amount  decimal.Decimal
+}
+
+func (u Usage) inputAccount() string         { return u.Account }
+func (a Activation) inputAccount() string    { return a.Account }
+func (p PackPurchase) inputAccount() string  { return p.Account }
+func (o PriceOverride) inputAccount() string { return o.Account }
+func (h HoldReply) inputAccount() string     { return h.Account }
+func (r Recharge) inputAccount() string      { return r.Account }
+
+// DecodeInput validates a CloudEvent of any input type received at receivedAt. Errors are
+// *cloudevent.Error with a reason for the sender.
+func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Input, error) {
+	switch ev.Type {
+	case ingest.UsageType:
+		u, err := ingest.ParseUsage(ev, receivedAt, cat)
+		return Usage{u}, err
+	case ActivatedType:
+		var d struct {
+			Account string `json:"account"`
+			Service string `json:"service"`
+		}
+		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
+			return nil, err
+		}
+		if err := cat.CheckService(d.Service, ev.Time); err != nil {
+			return nil, invalid("data.service: %v", err)
+		}
+		return Activation{Account: d.Account, Service: d.Service, At: ev.Time}, nil
+	case PackPurchasedType:
+		var d struct {
+			Account    string      `json:"account"`
+			Service    string      `json:"service"`
+			PackID     string      `json:"pack_id"`
+			Calls      json.Number `json:"calls"`
+			ValidFrom  string      `json:"valid_from"`
+			ValidUntil string      `json:"valid_until"`
+		}
+		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
+			return nil, err
+		}
+		if err := cat.CheckService(d.Service, ev.Time); err != nil {
+			return nil, invalid("data.service: %v", err)
+		}
+		if cat.IsBeta(d.Service, ev.Time) {
+			return nil, invalid("data.service: %q is in free beta and has no prepaid packs", d.Service)
+		}
+		if d.PackID == "" {
+			return nil, invalid("data.pack_id is missing")
+		}
+		calls, err := d.Calls.Int64()
+		if err != nil || calls < 1 {
+			return nil, invalid("data.calls %q must be a positive integer", d.Calls.String())
+		}
+		from, err1 := cloudevent.ParseTime(d.ValidFrom)
+		until, err2 := cloudevent.ParseTime(d.ValidUntil)
+		if err1 != nil {
+			return nil, invalid("data.valid_from: %v", err1)
+		}
+		if err2 != nil {
+			return nil, invalid("data.valid_until: %v", err2)
+		}
+		if !until.After(from) {
+			return nil, invalid("data.valid_until must be after data.valid_from")
+		}
+		return PackPurchase{Account: d.Account, Service: d.Service, PackID: d.PackID, Calls: calls, ValidFrom: from, ValidUntil: until}, nil
+	case PriceOverrideType:
+		var d struct {
+			Account       string     `json:"account"`
+			Service       string     `json:"service"`
+			EffectiveFrom string     `json:"effective_from"`
+			Tiers         []tierFile `json:"tiers"`
+		}
+		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
+			return nil, err
+		}
+		if cat.Service(d.Service) == nil {
+			return nil, invalid("data.service: unknown service %q", d.Service)
+		}
+		from, err := cloudevent.ParseTime(d.EffectiveFrom)
+		if err != nil {
+			return nil, invalid("data.effective_from: %v", err)
+		}
+		tiers, err := parseTiers("data.tiers", d.Tiers)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		return PriceOverride{Account: d.Account, Service: d.Service, EffectiveFrom: from, Tiers: tiers}, nil
+	case HoldPlacedType, HoldFailedType:
+		var d struct {
+			Account string `json:"account"`
+			HoldID  string `json:"hold_id"`
+			Reason  string `json:"reason"`
+		}
+		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
+			return nil, err
+		}
+		if d.HoldID == "" {
+			return nil, invalid("data.hold_id is missing")
+		}
+		return HoldReply{Account: d.Account, HoldID: d.HoldID, Reason: d.Reason, Placed: ev.Type == HoldPlacedType}, nil
+	case RechargedType:
+		var d struct {
+			Account string `json:"account"`
+			Amount  string `json:"amount"`
+		}
+		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
+			return nil, err
+		}
+		amt, err := decimal.NewFromString(d.Amount)
+		if err != nil {
+			return nil, invalid("data.amount %q is not a decimal string", d.Amount)
+		}
+		return Recharge{Account: d.Account, Amount: amt}, nil
+	default:
+		return nil, invalid("type %q is not an input Tally accepts", ev.Type)
+	}
+}
+
+func decodeAccountData(ev cloudevent.Event, v any, account *string) error {
+	if err := cloudevent.DecodeData(ev.Data, v); err != nil {
+		return err
+	}
+	return ingest.ValidateAccount(*account)
+}
+
+func invalid(format string, args ...any) error {
+	return &cloudevent.Error{Reason: fmt.Sprintf(format, args...)}
+}
+
+// --- outputs (the contract a ledger consumes) ---
+
+// Bill is the data of tally.bill.issued.v1.
+type Bill struct {
+	BillID      string       `json:"bill_id"`
+	Account     string       `json:"account"`
+	Period      string       `json:"period"`
+	Currency    string       `json:"currency"`
+	Lines       []BillLine   `json:"lines"`
+	Adjustments []Adjustment `json:"adjustments"`
+	Total       string       `json:"total"`
+}
+
+// BillLine is one service's usage and charge for the bill's period.
+type BillLine struct {
+	Service       string `json:"service"`
+	Activated     bool   `json:"activated"`
+	Calls         int64  `json:"calls"`
+	FreeCalls     int64  `json:"free_calls"`
+	PrepaidCalls  int64  `json:"prepaid_calls"`
+	BillableCalls int64  `json:"billable_calls"`
+	Tier          int    `json:"tier"`
+	UnitPrice     string `json:"unit_price"`
+	Amount        string `json:"amount"`
+}
+
+// Adjustment re-prices an already billed (period, service); Amount is the difference charged
+// (negative: credited).
+type Adjustment struct {
+	Period      string `json:"period"`
+	Service     string `json:"service"`
+	CallsBefore int64  `json:"calls_before"`
+	CallsAfter  int64  `json:"calls_after"`
+	Amount      string `json:"amount"`
+}
+
+// HoldReleased is the data of tally.hold.released.v1.
+type HoldReleased struct {
+	HoldID  string `json:"hold_id"`
+	Account string `json:"account"`
+	Amount  string `json:"amount"`
+}
+
+// HoldRequested is the data of tally.hold.requested.v1.
+type HoldRequested struct {
+	HoldID      string `json:"hold_id"`
+	Account     string `json:"account"`
+	Amount      string `json:"amount"`
+	ForPeriod   string `json:"for_period"`
+	BasisPeriod string `json:"basis_period"`
+}
+
+// AccountStatus is the data of tally.account.suspended.v1 and tally.account.resumed.v1.
+type AccountStatus struct {
+	Account string `json:"account"`
+	Reason  string `json:"reason"`
+}
+
+// BillID and HoldID are the deterministic ids of SPEC §4.
+func BillID(account string, p Period) string { return "bill:" + account + ":" + p.String() }
+func HoldID(account string, p Period) string { return "hold:" + account + ":" + p.String() }
+
+// money formats an amount the wire way: a decimal string with two places.
+func money(d decimal.Decimal) string { return d.StringFixed(2) }
