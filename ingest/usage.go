@@ -38,9 +38,9 @@ type ServiceChecker interface {
 }
 
 type usageData struct {
-	Account *string      `json:"account"`
-	Service *string      `json:"service"`
-	Calls   *json.Number `json:"calls"`
+	Account *string         `json:"account"`
+	Service *string         `json:"service"`
+	Calls   json.RawMessage `json:"calls"`
 }
 
 // ParseUsage validates a decoded CloudEvent as a usage event received at receivedAt. The error,
@@ -76,9 +76,9 @@ func ParseUsage(ev cloudevent.Event, receivedAt time.Time, services ServiceCheck
 	}
 	u.Service = *d.Service
 	if d.Calls != nil {
-		n, err := d.Calls.Int64()
-		if err != nil {
-			return Usage{}, invalid("data.calls %s is not an integer", d.Calls.String())
+		n, ok := cloudevent.Int64(d.Calls)
+		if !ok {
+			return Usage{}, invalid("data.calls %s is not an integer", d.Calls)
 		}
 		if n < 1 || n > MaxCallsPerEvent {
 			return Usage{}, invalid("data.calls %d is outside 1..%d", n, MaxCallsPerEvent)

@@ -57,6 +57,11 @@ type Engine struct {
 	earliest, settled Period
 	// dirty accounts have changes that may re-price already settled months.
 	dirty map[*account]struct{}
+	// pending lists, per month not yet settled, the accounts with usage in it; holding lists the
+	// accounts with a hold to release or a suspension. With dirty, they are exactly the accounts
+	// a settlement must visit, so months without activity cost nothing.
+	pending map[Period]map[*account]struct{}
+	holding map[*account]struct{}
 }
 
 type account struct {
@@ -162,6 +167,7 @@ func New(cfg Config, emit Emit) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, emit: emit,
 		accounts: map[string]*account{}, packIDs: map[string]struct{}{}, dirty: map[*account]struct{}{},
+		pending: map[Period]map[*account]struct{}{}, holding: map[*account]struct{}{},
 		sorted: true,
 	}, nil
 }
@@ -266,6 +272,14 @@ func (e *Engine) applyUsage(u Usage) {
 	if m == nil {
 		m = &monthUsage{sorted: true}
 		s.months[p] = m
+		if e.settled.IsZero() || e.settled.Before(p) {
+			set := e.pending[p]
+			if set == nil {
+				set = map[*account]struct{}{}
+				e.pending[p] = set
+			}
+			set[a] = struct{}{}
+		}
 	}
 	if !m.ids.add(u.ID) {
 		return // a duplicate: the first received counts
@@ -281,12 +295,22 @@ func (e *Engine) applyUsage(u Usage) {
 	}
 }
 
+// trackHolding keeps the holding set in step with the account's hold and status.
+func (e *Engine) trackHolding(a *account) {
+	if a.requested != nil || a.suspended {
+		e.holding[a] = struct{}{}
+	} else {
+		delete(e.holding, a)
+	}
+}
+
 func (e *Engine) applyHoldReply(r HoldReply, at time.Time) error {
 	a := e.accounts[r.Account]
 	if a == nil || a.hold == nil || a.hold.id != r.HoldID || a.hold.state != holdPending {
 		return nil // not the account's current, unanswered hold: changes nothing
 	}
 	h := a.hold
+	defer e.trackHolding(a)
 	if r.Placed {
 		h.state = holdPlaced
 		if a.suspended {
@@ -345,22 +369,58 @@ func (e *Engine) Settle(p Period, at time.Time) error {
 	if !e.settled.IsZero() && e.settled.Next() != p {
 		return fmt.Errorf("settle %s: the previous month %s is not settled (last settled %s)", p, p.Prev(), e.settled)
 	}
-	if !e.sorted {
-		sort.Strings(e.order)
-		e.sorted = true
-	}
 	at = at.In(e.cfg.Location)
-	for _, id := range e.order {
-		if err := e.settleAccount(e.accounts[id], p, at); err != nil {
-			return fmt.Errorf("settle %s account %s: %w", p, id, err)
+	for _, a := range e.visit(p) {
+		if err := e.settleAccount(a, p, at); err != nil {
+			return fmt.Errorf("settle %s account %s: %w", p, a.id, err)
 		}
 	}
 	clear(e.dirty)
+	delete(e.pending, p)
 	e.settled = p
 	return nil
 }
 
+// visit lists, in ascending id order, the accounts settling p can change: those with usage in p,
+// with changes to settled months, with a hold to release, or suspended.
+func (e *Engine) visit(p Period) []*account {
+	in := func(a *account) bool {
+		_, u := e.pending[p][a]
+		_, d := e.dirty[a]
+		_, h := e.holding[a]
+		return u || d || h
+	}
+	n := len(e.pending[p]) + len(e.dirty) + len(e.holding)
+	var out []*account
+	if n > len(e.order)/4 {
+		// Most accounts are active: filter the global order, sorted once and kept sorted.
+		if !e.sorted {
+			sort.Strings(e.order)
+			e.sorted = true
+		}
+		out = make([]*account, 0, n)
+		for _, id := range e.order {
+			if a := e.accounts[id]; in(a) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	seen := make(map[*account]struct{}, n)
+	for _, set := range []map[*account]struct{}{e.pending[p], e.dirty, e.holding} {
+		for a := range set {
+			if _, ok := seen[a]; !ok {
+				seen[a] = struct{}{}
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y *account) int { return strings.Compare(x.id, y.id) })
+	return out
+}
+
 func (e *Engine) settleAccount(a *account, p Period, at time.Time) error {
+	defer e.trackHolding(a)
 	_, isDirty := e.dirty[a]
 	var lines []BillLine
 	var adjustments []Adjustment

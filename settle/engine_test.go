@@ -88,9 +88,9 @@ func TestPrepaidPacks(t *testing.T) {
 	b.pack("a", "image-tagging", "p-long", 100_000, "2026-10-01T00:00:00+08:00", "2026-12-01T00:00:00+08:00", "2026-09-30T00:00:00+08:00")
 	b.pack("a", "image-tagging", "p-short", 50_000, "2026-10-01T00:00:00+08:00", "2026-10-16T00:00:00+08:00", "2026-09-30T00:00:00+08:00")
 	b.pack("a", "image-tagging", "p-short", 50_000, "2026-10-01T00:00:00+08:00", "2026-10-16T00:00:00+08:00", "2026-09-30T00:00:00+08:00") // counts once
-	b.usage("u1", "a", "image-tagging", 40_000, "2026-10-05T00:00:00+08:00")  // 10,000 free + 30,000 from p-short
-	b.usage("u2", "a", "image-tagging", 200_000, "2026-10-20T00:00:00+08:00") // p-short expired (20,000 frozen): 100,000 p-long + 100,000 postpaid
-	b.usage("u3", "a", "image-tagging", 15_000, "2026-11-03T00:00:00+08:00")  // p-long is empty: 10,000 free + 5,000 postpaid
+	b.usage("u1", "a", "image-tagging", 40_000, "2026-10-05T00:00:00+08:00")                                                               // 10,000 free + 30,000 from p-short
+	b.usage("u2", "a", "image-tagging", 200_000, "2026-10-20T00:00:00+08:00")                                                              // p-short expired (20,000 frozen): 100,000 p-long + 100,000 postpaid
+	b.usage("u3", "a", "image-tagging", 15_000, "2026-11-03T00:00:00+08:00")                                                               // p-long is empty: 10,000 free + 5,000 postpaid
 	_, evs, _ := replayLog(t, b.String(), until("2026-12-01T00:00:00+08:00"))
 	bs := bills(t, evs)
 	oct := lineOf(t, bs["bill:a:2026-10"], "image-tagging")
@@ -314,7 +314,7 @@ func TestDuplicatesCountOnce(t *testing.T) {
 	b.ev(ActivatedType, "", "2026-10-20T00:00:00+08:00", "2026-09-06T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"})
 	b.ev(ActivatedType, "", "2026-09-01T00:00:00+08:00", "2026-09-07T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"}) // a later activation changes nothing
 	b.usage("same", "a", "image-tagging", 20_000, "2026-10-05T00:00:00+08:00")
-	b.usage("same", "a", "image-tagging", 20_000, "2026-10-06T00:00:00+08:00")    // same identity: ignored
+	b.usage("same", "a", "image-tagging", 20_000, "2026-10-06T00:00:00+08:00")      // same identity: ignored
 	b.usage("same", "a", "vehicle-recognition", 1_000, "2026-10-05T00:00:00+08:00") // other service: counts
 	b.usage("same", "b", "image-tagging", 1_000, "2026-10-05T00:00:00+08:00")       // other account: counts
 	b.usage("same", "a", "image-tagging", 1_000, "2026-11-05T00:00:00+08:00")       // other month: counts

@@ -105,12 +105,12 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 		return Activation{Account: d.Account, Service: d.Service, At: ev.Time}, nil
 	case PackPurchasedType:
 		var d struct {
-			Account    string      `json:"account"`
-			Service    string      `json:"service"`
-			PackID     string      `json:"pack_id"`
-			Calls      json.Number `json:"calls"`
-			ValidFrom  string      `json:"valid_from"`
-			ValidUntil string      `json:"valid_until"`
+			Account    string          `json:"account"`
+			Service    string          `json:"service"`
+			PackID     string          `json:"pack_id"`
+			Calls      json.RawMessage `json:"calls"`
+			ValidFrom  string          `json:"valid_from"`
+			ValidUntil string          `json:"valid_until"`
 		}
 		if err := decodeAccountData(ev, &d, &d.Account); err != nil {
 			return nil, err
@@ -124,9 +124,9 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 		if d.PackID == "" {
 			return nil, invalid("data.pack_id is missing")
 		}
-		calls, err := d.Calls.Int64()
-		if err != nil || calls < 1 {
-			return nil, invalid("data.calls %q must be a positive integer", d.Calls.String())
+		calls, ok := cloudevent.Int64(d.Calls)
+		if !ok || calls < 1 {
+			return nil, invalid("data.calls %s must be a positive integer", d.Calls)
 		}
 		from, err1 := cloudevent.ParseTime(d.ValidFrom)
 		until, err2 := cloudevent.ParseTime(d.ValidUntil)

@@ -142,6 +142,16 @@ func DecodeData(data json.RawMessage, v any) error {
 	return nil
 }
 
+// Int64 reads a JSON integer literal (not a string, not a fraction) as an int64.
+func Int64(raw json.RawMessage) (int64, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || !(raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
+		return 0, false
+	}
+	n, err := json.Number(raw).Int64()
+	return n, err == nil
+}
+
 func cleanJSONError(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }

@@ -1,0 +1,123 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// catalogue is a stand-in for the billing core's catalogue: two services, one retired.
+type catalogue struct{}
+
+var retiredAt = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+func (catalogue) CheckService(s string, at time.Time) error {
+	switch {
+	case s == "image-tagging":
+		return nil
+	case s == "old-service" && at.Before(retiredAt):
+		return nil
+	case s == "old-service":
+		return fmt.Errorf("service %q was retired at %s", s, retiredAt.Format(time.RFC3339))
+	}
+	return fmt.Errorf("unknown service %q", s)
+}
+
+var received = time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)
+
+func event(id, at, data string) string {
+	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":%q,"data":%s}`, id, at, data)
+}
+
+func TestParseUsage(t *testing.T) {
+	ok := "2026-10-05T12:00:00Z"
+	cases := []struct {
+		name, raw string
+		want      Usage
+		reason    string
+	}{
+		{name: "calls default to 1", raw: event("e1", ok, `{"account":"acme","service":"image-tagging"}`),
+			want: Usage{ID: "e1", Account: "acme", Service: "image-tagging", Calls: 1, Time: received}},
+		{name: "calls given", raw: event("e1", ok, `{"account":"a.B_c-9","service":"image-tagging","calls":1000000}`),
+			want: Usage{ID: "e1", Account: "a.B_c-9", Service: "image-tagging", Calls: 1_000_000, Time: received}},
+		{name: "5 minutes ahead is fine", raw: event("e1", "2026-10-05T12:05:00Z", `{"account":"a","service":"image-tagging"}`),
+			want: Usage{ID: "e1", Account: "a", Service: "image-tagging", Calls: 1, Time: received.Add(5 * time.Minute)}},
+		{name: "retired service before retirement", raw: event("e1", "2026-05-31T23:59:59Z", `{"account":"a","service":"old-service"}`),
+			want: Usage{ID: "e1", Account: "a", Service: "old-service", Calls: 1, Time: time.Date(2026, 5, 31, 23, 59, 59, 0, time.UTC)}},
+		{name: "more than 5 minutes ahead", raw: event("e1", "2026-10-05T12:05:01Z", `{"account":"a","service":"image-tagging"}`), reason: "ahead of the receiving clock"},
+		{name: "no time", raw: `{"specversion":"1.0","id":"e","type":"tally.usage.v1","data":{"account":"a","service":"image-tagging"}}`, reason: "time is missing"},
+		{name: "no account", raw: event("e1", ok, `{"service":"image-tagging"}`), reason: "data.account is missing"},
+		{name: "empty account", raw: event("e1", ok, `{"account":"","service":"image-tagging"}`), reason: "data.account is empty"},
+		{name: "account too long", raw: event("e1", ok, `{"account":"`+strings.Repeat("a", 65)+`","service":"image-tagging"}`), reason: "longer than 64"},
+		{name: "account 64 chars", raw: event("e1", ok, `{"account":"`+strings.Repeat("a", 64)+`","service":"image-tagging"}`),
+			want: Usage{ID: "e1", Account: strings.Repeat("a", 64), Service: "image-tagging", Calls: 1, Time: received}},
+		{name: "account bad char", raw: event("e1", ok, `{"account":"a/b","service":"image-tagging"}`), reason: "outside [A-Za-z0-9._-]"},
+		{name: "unknown service", raw: event("e1", ok, `{"account":"a","service":"x"}`), reason: `unknown service "x"`},
+		{name: "retired service", raw: event("e1", ok, `{"account":"a","service":"old-service"}`), reason: "retired"},
+		{name: "calls zero", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":0}`), reason: "outside 1..1000000"},
+		{name: "calls too many", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":1000001}`), reason: "outside 1..1000000"},
+		{name: "calls negative", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":-1}`), reason: "outside 1..1000000"},
+		{name: "calls fraction", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":2.5}`), reason: "not an integer"},
+		{name: "calls string", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":"2"}`), reason: "not an integer"},
+		{name: "unknown field", raw: event("e1", ok, `{"account":"a","service":"image-tagging","cals":2}`), reason: `unknown field "cals"`},
+		{name: "empty id", raw: event("", ok, `{"account":"a","service":"image-tagging"}`), reason: "id is missing"},
+		{name: "wrong type", raw: strings.Replace(event("e1", ok, `{"account":"a","service":"image-tagging"}`), "tally.usage.v1", "tally.other.v1", 1), reason: "is not \"tally.usage.v1\""},
+		{name: "data not an object", raw: event("e1", ok, `[1]`), reason: "data must be a JSON object"},
+		{name: "bad specversion", raw: strings.Replace(event("e1", ok, `{}`), `"1.0"`, `"0.3"`, 1), reason: "specversion"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ev, err := cloudevent.Decode([]byte(c.raw))
+			var u Usage
+			if err == nil {
+				u, err = ParseUsage(ev, received, catalogue{})
+			}
+			if c.reason != "" {
+				var ce *cloudevent.Error
+				if err == nil || !errors.As(err, &ce) || !strings.Contains(err.Error(), c.reason) {
+					t.Fatalf("err = %v; want a rejection containing %q", err, c.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.ID != c.want.ID || u.Account != c.want.Account || u.Service != c.want.Service || u.Calls != c.want.Calls || !u.Time.Equal(c.want.Time) {
+				t.Fatalf("got %+v; want %+v", u, c.want)
+			}
+		})
+	}
+}
+
+// FuzzParseUsage: no input crashes the decoder, and whatever it accepts satisfies the contract.
+func FuzzParseUsage(f *testing.F) {
+	f.Add([]byte(event("e1", "2026-10-05T12:00:00Z", `{"account":"acme","service":"image-tagging","calls":3}`)))
+	f.Add([]byte(event("e1", "2026-10-05T12:00:00Z", `{"account":"acme","service":"image-tagging","calls":1e3}`)))
+	f.Add([]byte(`{"id":"x","type":"tally.usage.v1","time":"2026-10-05T12:00:00.123456789+08:00","recordedat":"x","data":{}}`))
+	f.Add([]byte(`{"data":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ev, err := cloudevent.Decode(raw)
+		if err != nil {
+			if !cloudevent.IsInvalid(err) {
+				t.Fatalf("decode error is not a rejection: %v", err)
+			}
+			return
+		}
+		u, err := ParseUsage(ev, received, catalogue{})
+		if err != nil {
+			if !cloudevent.IsInvalid(err) {
+				t.Fatalf("parse error is not a rejection: %v", err)
+			}
+			return
+		}
+		if u.ID == "" || u.Calls < 1 || u.Calls > MaxCallsPerEvent || ValidateAccount(u.Account) != nil ||
+			(catalogue{}).CheckService(u.Service, u.Time) != nil || u.Time.After(received.Add(MaxClockSkew)) {
+			t.Fatalf("accepted an invalid usage event: %+v from %q", u, raw)
+		}
+	})
+}
