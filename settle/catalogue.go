@@ -50,6 +50,26 @@ type PriceVersion struct {
 type Tier struct {
 	FromCalls int64
 	UnitPrice decimal.Decimal
+	// micros is UnitPrice in millionths for the integer fast path (-1: not exact at that
+	// scale); text is UnitPrice as the wire shows it. Both are set by newTier.
+	micros int64
+	text   string
+}
+
+func newTier(from int64, price decimal.Decimal) Tier {
+	t := Tier{FromCalls: from, UnitPrice: price, micros: -1, text: price.String()}
+	if m, ok := priceMicros(price); ok {
+		t.micros = m
+	}
+	return t
+}
+
+// unitText is the unit price as emitted.
+func (t *Tier) unitText() string {
+	if t.text == "" {
+		return t.UnitPrice.String()
+	}
+	return t.text
 }
 
 // Schedule is what prices one (service, month): free, or reach tiers.
@@ -61,14 +81,22 @@ type Schedule struct {
 // Price selects the tier reached by total calls: its 1-based index and unit price. A free
 // schedule answers tier 0 and price 0.
 func (s Schedule) Price(total int64) (tier int, unitPrice decimal.Decimal) {
+	i, t := s.reach(total)
+	return i, t.UnitPrice
+}
+
+var freeTier = newTier(0, decimal.Zero)
+
+// reach is Price returning the tier itself (the free tier for a free schedule).
+func (s Schedule) reach(total int64) (int, *Tier) {
 	if s.Free || len(s.Tiers) == 0 {
-		return 0, decimal.Zero
+		return 0, &freeTier
 	}
 	i := sort.Search(len(s.Tiers), func(i int) bool { return s.Tiers[i].FromCalls > total }) - 1
 	if i < 0 {
 		i = 0
 	}
-	return i + 1, s.Tiers[i].UnitPrice
+	return i + 1, &s.Tiers[i]
 }
 
 // sameAs reports whether s and o are the very same schedule (same tiers slice), which lets the
@@ -245,8 +273,8 @@ func LoadCatalogue(r io.Reader) (*Catalogue, error) {
 				bad(pat+".tiers", "a beta version is free and must have no tiers")
 			}
 			if !pf.Beta {
-				tiers, err := parseTiers(pat+".tiers", pf.Tiers)
-				if err != nil {
+				tiers, tierErrs := parseTiers(pat+".tiers", pf.Tiers)
+				for _, err := range tierErrs {
 					errs = append(errs, fmt.Errorf("catalogue %w", err))
 				}
 				v.Tiers = tiers
@@ -267,9 +295,9 @@ func LoadCatalogue(r io.Reader) (*Catalogue, error) {
 
 // parseTiers validates tiers from the wire: the first starts at 0 calls, from_calls strictly
 // ascending, unit prices non-negative decimal strings. Errors name field (e.g. "tiers[1].unit_price").
-func parseTiers(field string, in []tierFile) ([]Tier, error) {
+func parseTiers(field string, in []tierFile) ([]Tier, []error) {
 	if len(in) == 0 {
-		return nil, fmt.Errorf("%s: is empty", field)
+		return nil, []error{fmt.Errorf("%s: is empty", field)}
 	}
 	var errs []error
 	out := make([]Tier, 0, len(in))
@@ -295,9 +323,9 @@ func parseTiers(field string, in []tierFile) ([]Tier, error) {
 		case p.IsNegative():
 			errs = append(errs, fmt.Errorf("%s.unit_price: %s is negative", at, tf.UnitPrice))
 		default:
-			t.UnitPrice = p
+			t = newTier(t.FromCalls, p)
 		}
 		out = append(out, t)
 	}
-	return out, errors.Join(errs...)
+	return out, errs
 }

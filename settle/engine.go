@@ -47,12 +47,13 @@ type Emit func(cloudevent.Out) error
 // months, emitting bills, holds and account-status events. It never reads a clock: every instant
 // it uses comes from the events or from the caller. Not safe for concurrent use.
 type Engine struct {
-	cfg      Config
-	emit     Emit
-	accounts map[string]*account
-	order    []string // account ids; sorted when sorted is true
-	sorted   bool
-	packIDs  map[string]struct{}
+	cfg       Config
+	unitRatio bool // the hold ratio is 1: the hold is the list-price usage itself
+	emit      Emit
+	accounts  map[string]*account
+	order     []string // account ids; sorted when sorted is true
+	sorted    bool
+	packIDs   map[string]struct{}
 	// earliest is the earliest month any input was seen for; settled the last month settled.
 	earliest, settled Period
 	// dirty accounts have changes that may re-price already settled months.
@@ -65,18 +66,18 @@ type Engine struct {
 }
 
 type account struct {
-	id        string
-	services  map[string]*serviceState
-	hold      *hold // the current hold: the last one a settlement requested
-	requested *hold // the hold requested at the previous settlement, to release at the next
-	suspended bool
+	id       string
+	services []*serviceState // by service id: bill lines go in this order
+	hold       *hold    // the current hold: the last one a settlement requested
+	requested  *hold    // the hold requested at the previous settlement, to release at the next
+	suspended  bool
 }
 
 type hold struct {
 	id          string
-	amount      decimal.Decimal
-	forPeriod   Period
-	basisPeriod Period
+	amount      cents
+	forPeriod   string
+	basisPeriod string
 	state       holdState
 	retries     int // requests re-sent after a recharge
 }
@@ -89,20 +90,22 @@ const (
 	holdFailed
 )
 
+// serviceState is one (account, service). Slices rather than maps keep the state of a million
+// accounts cheap to hold and to scan for the garbage collector.
 type serviceState struct {
+	id          string
 	activated   bool
 	activatedAt time.Time
-	months      map[Period]*monthUsage
+	months      []*monthUsage // by period
 	packs       []*pack // by (validUntil, id)
 	overrides   []PriceOverride
-	billed      map[Period]billed // what the bills said so far, per settled month
 	dirty       bool
 }
 
 // billed is what has been charged for one (month, service): the amount, and the calls the last
 // line or adjustment showed.
 type billed struct {
-	amount decimal.Decimal
+	amount cents
 	calls  int64
 }
 
@@ -114,10 +117,12 @@ type pack struct {
 
 // monthUsage is one (account, service, month): the ids counted so far and the calls by instant.
 type monthUsage struct {
+	period Period
 	ids    idSet
 	total  int64
 	series []timedCalls
 	sorted bool
+	billed billed // what the bills said for this month so far
 }
 
 type timedCalls struct {
@@ -165,7 +170,7 @@ func New(cfg Config, emit Emit) (*Engine, error) {
 		return nil, errors.New("settle: emit is nil")
 	}
 	return &Engine{
-		cfg: cfg, emit: emit,
+		cfg: cfg, emit: emit, unitRatio: cfg.HoldRatio.Equal(decimal.NewFromInt(1)),
 		accounts: map[string]*account{}, packIDs: map[string]struct{}{}, dirty: map[*account]struct{}{},
 		pending: map[Period]map[*account]struct{}{}, holding: map[*account]struct{}{},
 		sorted: true,
@@ -181,7 +186,7 @@ func (e *Engine) Earliest() Period { return e.earliest }
 func (e *Engine) account(id string) *account {
 	a := e.accounts[id]
 	if a == nil {
-		a = &account{id: id, services: map[string]*serviceState{}}
+		a = &account{id: id}
 		e.accounts[id] = a
 		if n := len(e.order); n > 0 && e.order[n-1] > id {
 			e.sorted = false
@@ -192,12 +197,11 @@ func (e *Engine) account(id string) *account {
 }
 
 func (a *account) service(id string) *serviceState {
-	s := a.services[id]
-	if s == nil {
-		s = &serviceState{months: map[Period]*monthUsage{}}
-		a.services[id] = s
+	i, found := slices.BinarySearchFunc(a.services, id, func(s *serviceState, id string) int { return strings.Compare(s.id, id) })
+	if !found {
+		a.services = slices.Insert(a.services, i, &serviceState{id: id})
 	}
-	return s
+	return a.services[i]
 }
 
 func (e *Engine) see(t time.Time) {
@@ -268,10 +272,9 @@ func (e *Engine) applyUsage(u Usage) {
 	e.see(u.Time)
 	a := e.account(u.Account)
 	s := a.service(u.Service)
-	m := s.months[p]
+	m := s.month(p)
 	if m == nil {
-		m = &monthUsage{sorted: true}
-		s.months[p] = m
+		m = s.addMonth(p)
 		if e.settled.IsZero() || e.settled.Before(p) {
 			set := e.pending[p]
 			if set == nil {
@@ -315,14 +318,14 @@ func (e *Engine) applyHoldReply(r HoldReply, at time.Time) error {
 		h.state = holdPlaced
 		if a.suspended {
 			a.suspended = false
-			return e.emitStatus(AccountResumedType, a, h, ReasonHoldPlaced, at)
+			return e.emitStatus(AccountResumedType, a, h, ReasonHoldPlaced, e.at(at))
 		}
 		return nil
 	}
 	h.state = holdFailed
 	if !a.suspended {
 		a.suspended = true
-		return e.emitStatus(AccountSuspendedType, a, h, ReasonHoldFailed, at)
+		return e.emitStatus(AccountSuspendedType, a, h, ReasonHoldFailed, e.at(at))
 	}
 	return nil
 }
@@ -335,7 +338,7 @@ func (e *Engine) applyRecharge(r Recharge, at time.Time) error {
 	h := a.hold
 	h.retries++
 	h.state = holdPending
-	return e.emitHoldRequested(a, h, at)
+	return e.emitHoldRequested(a, h, e.at(at))
 }
 
 // attemptSuffix names the n-th retry of a hold in the ids of events that follow it.
@@ -346,16 +349,19 @@ func (h *hold) attemptSuffix() string {
 	return fmt.Sprintf(":%d", h.retries)
 }
 
-func (e *Engine) emitStatus(typ string, a *account, h *hold, reason string, at time.Time) error {
+// at formats an instant for an emitted event, in the billing time zone.
+func (e *Engine) at(t time.Time) string { return cloudevent.FormatTime(t.In(e.cfg.Location)) }
+
+func (e *Engine) emitStatus(typ string, a *account, h *hold, reason string, at string) error {
 	id := typ + ":" + h.id + h.attemptSuffix()
-	return e.emit(cloudevent.NewOut(Source, typ, id, a.id, at.In(e.cfg.Location), AccountStatus{Account: a.id, Reason: reason}))
+	return e.emit(cloudevent.NewOut(Source, typ, id, a.id, at, AccountStatus{Account: a.id, Reason: reason}))
 }
 
-func (e *Engine) emitHoldRequested(a *account, h *hold, at time.Time) error {
+func (e *Engine) emitHoldRequested(a *account, h *hold, at string) error {
 	id := HoldRequestedType + ":" + h.id + h.attemptSuffix()
-	return e.emit(cloudevent.NewOut(Source, HoldRequestedType, id, a.id, at.In(e.cfg.Location), HoldRequested{
-		HoldID: h.id, Account: a.id, Amount: money(h.amount),
-		ForPeriod: h.forPeriod.String(), BasisPeriod: h.basisPeriod.String(),
+	return e.emit(cloudevent.NewOut(Source, HoldRequestedType, id, a.id, at, HoldRequested{
+		HoldID: h.id, Account: a.id, Amount: h.amount.String(),
+		ForPeriod: h.forPeriod, BasisPeriod: h.basisPeriod,
 	}))
 }
 
@@ -369,9 +375,9 @@ func (e *Engine) Settle(p Period, at time.Time) error {
 	if !e.settled.IsZero() && e.settled.Next() != p {
 		return fmt.Errorf("settle %s: the previous month %s is not settled (last settled %s)", p, p.Prev(), e.settled)
 	}
-	at = at.In(e.cfg.Location)
+	st := settlement{period: p, periodText: p.String(), nextText: p.Next().String(), at: e.at(at)}
 	for _, a := range e.visit(p) {
-		if err := e.settleAccount(a, p, at); err != nil {
+		if err := e.settleAccount(a, &st); err != nil {
 			return fmt.Errorf("settle %s account %s: %w", p, a.id, err)
 		}
 	}
@@ -419,38 +425,56 @@ func (e *Engine) visit(p Period) []*account {
 	return out
 }
 
-func (e *Engine) settleAccount(a *account, p Period, at time.Time) error {
+// settlement is what every account of one settlement shares, formatted once.
+type settlement struct {
+	period               Period
+	periodText, nextText string
+	at                   string
+}
+
+func (e *Engine) settleAccount(a *account, st *settlement) error {
+	p, at := st.period, st.at
 	defer e.trackHolding(a)
 	_, isDirty := e.dirty[a]
-	var lines []BillLine
+	lines := make([]BillLine, 0, len(a.services))
 	var adjustments []Adjustment
-	total, holdBasis := decimal.Zero, decimal.Zero
-	for _, sid := range sortedKeys(a.services) {
-		s := a.services[sid]
+	var total, holdBasis cents
+	var err error
+	for _, s := range a.services {
+		sid := s.id
 		if isDirty && s.dirty {
-			adj, diff := e.reprice(a, sid, s, p)
+			adj, diff, err := e.reprice(sid, s, p)
+			if err != nil {
+				return err
+			}
 			adjustments = append(adjustments, adj...)
-			total = total.Add(diff)
+			if total, err = total.add(diff); err != nil {
+				return err
+			}
 			s.dirty = false
 		}
-		m := s.months[p]
+		m := s.month(p)
 		if m == nil || m.total == 0 {
 			continue
 		}
-		line, amount, listAmount := e.line(a, sid, s, p)
+		line, amount, listAmount, err := e.line(sid, s, p)
+		if err != nil {
+			return err
+		}
 		lines = append(lines, line)
-		total = total.Add(amount)
-		holdBasis = holdBasis.Add(listAmount)
-		if s.billed == nil {
-			s.billed = map[Period]billed{}
+		if total, err = total.add(amount); err != nil {
+			return err
 		}
-		s.billed[p] = billed{amount: amount, calls: line.Calls}
+		if holdBasis, err = holdBasis.add(listAmount); err != nil {
+			return err
+		}
+		m.billed = billed{amount: amount, calls: line.Calls}
 	}
-	sort.SliceStable(adjustments, func(i, j int) bool {
-		if adjustments[i].Period != adjustments[j].Period {
-			return adjustments[i].Period < adjustments[j].Period
+	slices.SortStableFunc(adjustments, func(x, y Adjustment) int {
+		if c := strings.Compare(x.Period, y.Period); c != 0 {
+			return c
 		}
-		return adjustments[i].Service < adjustments[j].Service
+		return strings.Compare(x.Service, y.Service)
 	})
 
 	// 1. release the hold requested at the previous settlement, unless it failed.
@@ -458,29 +482,31 @@ func (e *Engine) settleAccount(a *account, p Period, at time.Time) error {
 		a.requested = nil
 		if h.state != holdFailed {
 			if err := e.emit(cloudevent.NewOut(Source, HoldReleasedType, HoldReleasedType+":"+h.id, a.id, at,
-				HoldReleased{HoldID: h.id, Account: a.id, Amount: money(h.amount)})); err != nil {
+				HoldReleased{HoldID: h.id, Account: a.id, Amount: h.amount.String()})); err != nil {
 				return err
 			}
 		}
 	}
 	// 2. the bill.
 	if len(lines) > 0 || len(adjustments) > 0 {
-		if lines == nil {
-			lines = []BillLine{}
-		}
 		if adjustments == nil {
 			adjustments = []Adjustment{}
 		}
-		bill := Bill{BillID: BillID(a.id, p), Account: a.id, Period: p.String(), Currency: e.cfg.Catalogue.Currency,
-			Lines: lines, Adjustments: adjustments, Total: money(total)}
+		bill := Bill{BillID: "bill:" + a.id + ":" + st.periodText, Account: a.id, Period: st.periodText, Currency: e.cfg.Catalogue.Currency,
+			Lines: lines, Adjustments: adjustments, Total: total.String()}
 		if err := e.emit(cloudevent.NewOut(Source, BillIssuedType, BillIssuedType+":"+bill.BillID, a.id, at, bill)); err != nil {
 			return err
 		}
 	}
 	// 3. the hold for the next month, which becomes the account's current hold.
-	amount := holdBasis.Mul(e.cfg.HoldRatio).Round(2)
-	if amount.IsPositive() {
-		h := &hold{id: HoldID(a.id, p.Next()), amount: amount, forPeriod: p.Next(), basisPeriod: p}
+	amount := holdBasis
+	if !e.unitRatio {
+		if amount, err = centsOf(holdBasis.Decimal().Mul(e.cfg.HoldRatio).Round(2)); err != nil {
+			return err
+		}
+	}
+	if amount > 0 {
+		h := &hold{id: "hold:" + a.id + ":" + st.nextText, amount: amount, forPeriod: st.nextText, basisPeriod: st.periodText}
 		a.hold, a.requested = h, h
 		return e.emitHoldRequested(a, h, at)
 	}
@@ -493,9 +519,9 @@ func (e *Engine) settleAccount(a *account, p Period, at time.Time) error {
 	return nil
 }
 
-// line prices (a, service, p) as billed now; it returns the line, its amount, and its amount at
+// line prices (service, p) as billed now; it returns the line, its amount, and its amount at
 // list prices (the hold basis).
-func (e *Engine) line(a *account, sid string, s *serviceState, p Period) (BillLine, decimal.Decimal, decimal.Decimal) {
+func (e *Engine) line(sid string, s *serviceState, p Period) (BillLine, cents, cents, error) {
 	u := e.derive(s, p)
 	start := p.Start(e.cfg.Location)
 	list := e.cfg.Catalogue.ListSchedule(sid, start)
@@ -506,23 +532,23 @@ func (e *Engine) line(a *account, sid string, s *serviceState, p Period) (BillLi
 		}
 	}
 	billable := u.total - u.free - u.prepaid
-	tier, unit := sched.Price(u.total)
-	amount := Amount(billable, unit)
+	tierIndex, tier := sched.reach(u.total)
+	amount, err := amountCents(billable, tier)
+	if err != nil {
+		return BillLine{}, 0, 0, err
+	}
 	listAmount := amount
 	if !sched.sameAs(list) {
-		_, listUnit := list.Price(u.total)
-		listAmount = Amount(billable, listUnit)
+		_, listTier := list.reach(u.total)
+		if listAmount, err = amountCents(billable, listTier); err != nil {
+			return BillLine{}, 0, 0, err
+		}
 	}
 	return BillLine{
 		Service: sid, Activated: s.activeIn(p, e.cfg.Location),
 		Calls: u.total, FreeCalls: u.free, PrepaidCalls: u.prepaid, BillableCalls: billable,
-		Tier: tier, UnitPrice: unit.String(), Amount: money(amount),
-	}, amount, listAmount
-}
-
-// Amount is what billable calls cost at a unit price per 1,000 calls, rounded half-up to 0.01.
-func Amount(billable int64, unitPrice decimal.Decimal) decimal.Decimal {
-	return decimal.NewFromInt(billable).Mul(unitPrice).Shift(-3).Round(2)
+		Tier: tierIndex, UnitPrice: tier.unitText(), Amount: amount.String(),
+	}, amount, listAmount, nil
 }
 
 // activeIn: a free pack is granted for p to a service activated at any instant before p's end.
@@ -546,42 +572,33 @@ func (s *serviceState) overrideFor(start time.Time) *PriceOverride {
 	return best
 }
 
-// reprice re-prices every settled month of (a, service) before p with everything known now and
+// reprice re-prices every settled month of (service) before p with everything known now and
 // returns an adjustment for each whose amount differs from what was billed for it so far, and
 // their sum.
-func (e *Engine) reprice(a *account, sid string, s *serviceState, p Period) ([]Adjustment, decimal.Decimal) {
-	months := map[Period]bool{}
-	for m := range s.months {
-		if m.Before(p) {
-			months[m] = true
-		}
-	}
-	for m := range s.billed {
-		months[m] = true
-	}
+func (e *Engine) reprice(sid string, s *serviceState, p Period) ([]Adjustment, cents, error) {
 	var out []Adjustment
-	sum := decimal.Zero
-	for _, m := range sortedPeriods(months) {
-		var now decimal.Decimal
-		var calls int64
-		if mu := s.months[m]; mu != nil && mu.total > 0 {
-			var line BillLine
-			line, now, _ = e.line(a, sid, s, m)
-			calls = line.Calls
+	var sum cents
+	for _, mu := range s.months {
+		m := mu.period
+		if !m.Before(p) {
+			break
 		}
-		was := s.billed[m]
-		if now.Equal(was.amount) {
+		line, now, _, err := e.line(sid, s, m)
+		if err != nil {
+			return nil, 0, err
+		}
+		was := mu.billed
+		if now == was.amount {
 			continue
 		}
-		diff := now.Sub(was.amount)
-		sum = sum.Add(diff)
-		out = append(out, Adjustment{Period: m.String(), Service: sid, CallsBefore: was.calls, CallsAfter: calls, Amount: money(diff)})
-		if s.billed == nil {
-			s.billed = map[Period]billed{}
+		diff := now - was.amount // no overflow: line amounts are never negative
+		if sum, err = sum.add(diff); err != nil {
+			return nil, 0, err
 		}
-		s.billed[m] = billed{amount: now, calls: calls}
+		out = append(out, Adjustment{Period: m.String(), Service: sid, CallsBefore: was.calls, CallsAfter: line.Calls, Amount: diff.String()})
+		mu.billed = billed{amount: now, calls: line.Calls}
 	}
-	return out, sum
+	return out, sum, nil
 }
 
 // derivation splits a month's calls into free, prepaid and (the rest) billable.
@@ -598,7 +615,7 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 		}
 		return 0
 	}
-	m := s.months[p]
+	m := s.month(p)
 	if len(s.packs) == 0 {
 		return derivation{total: m.total, free: min(m.total, freeFor(p))}
 	}
@@ -606,16 +623,12 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 	for i, pk := range s.packs {
 		left[i] = pk.calls
 	}
-	var months []Period
-	for q := range s.months {
-		if !p.Before(q) {
-			months = append(months, q)
-		}
-	}
-	slices.SortFunc(months, comparePeriods)
 	var d derivation
-	for _, q := range months {
-		mu := s.months[q]
+	for _, mu := range s.months {
+		q := mu.period
+		if p.Before(q) {
+			break
+		}
 		mu.sort()
 		d = derivation{total: mu.total}
 		freeLeft := freeFor(q)
@@ -640,6 +653,25 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 		}
 	}
 	return d
+}
+
+// month is the usage of period p, or nil.
+func (s *serviceState) month(p Period) *monthUsage {
+	if n := len(s.months); n > 0 && s.months[n-1].period == p { // the common case: the latest month
+		return s.months[n-1]
+	}
+	i, ok := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p Period) int { return comparePeriods(m.period, p) })
+	if !ok {
+		return nil
+	}
+	return s.months[i]
+}
+
+func (s *serviceState) addMonth(p Period) *monthUsage {
+	m := &monthUsage{period: p, sorted: true}
+	i, _ := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p Period) int { return comparePeriods(m.period, p) })
+	s.months = slices.Insert(s.months, i, m)
+	return m
 }
 
 func (m *monthUsage) sort() {
@@ -667,22 +699,4 @@ func comparePeriods(a, b Period) int {
 		return 1
 	}
 	return 0
-}
-
-func sortedPeriods(set map[Period]bool) []Period {
-	out := make([]Period, 0, len(set))
-	for p := range set {
-		out = append(out, p)
-	}
-	slices.SortFunc(out, comparePeriods)
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, strings.Compare)
-	return out
 }

@@ -2,6 +2,7 @@ package settle
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -157,9 +158,9 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 		if err != nil {
 			return nil, invalid("data.effective_from: %v", err)
 		}
-		tiers, err := parseTiers("data.tiers", d.Tiers)
-		if err != nil {
-			return nil, invalid("%v", err)
+		tiers, errs := parseTiers("data.tiers", d.Tiers)
+		if len(errs) > 0 {
+			return nil, invalid("%v", errors.Join(errs...))
 		}
 		return PriceOverride{Account: d.Account, Service: d.Service, EffectiveFrom: from, Tiers: tiers}, nil
 	case HoldPlacedType, HoldFailedType:
@@ -265,6 +266,3 @@ type AccountStatus struct {
 // BillID and HoldID are the deterministic ids of SPEC §4.
 func BillID(account string, p Period) string { return "bill:" + account + ":" + p.String() }
 func HoldID(account string, p Period) string { return "hold:" + account + ":" + p.String() }
-
-// money formats an amount the wire way: a decimal string with two places.
-func money(d decimal.Decimal) string { return d.StringFixed(2) }

@@ -58,4 +58,11 @@ func (p Period) Before(q Period) bool {
 func (p Period) IsZero() bool { return p.Year == 0 && p.Month == 0 }
 
 // String is "YYYY-MM", the wire form.
-func (p Period) String() string { return fmt.Sprintf("%04d-%02d", p.Year, int(p.Month)) }
+func (p Period) String() string {
+	if p.Year < 0 || p.Year > 9999 {
+		return fmt.Sprintf("%04d-%02d", p.Year, int(p.Month))
+	}
+	y, m := p.Year, int(p.Month)
+	b := [7]byte{byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10), '-', byte('0' + m/10), byte('0' + m%10)}
+	return string(b[:])
+}

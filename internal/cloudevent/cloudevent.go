@@ -168,10 +168,14 @@ type Out struct {
 	Data            any    `json:"data"`
 }
 
-// NewOut builds an output envelope; t is formatted as RFC 3339 in its own location.
-func NewOut(source, typ, id, subject string, t time.Time, data any) Out {
+// NewOut builds an output envelope; at is the event time as FormatTime writes it (callers
+// emitting many events at one instant format it once).
+func NewOut(source, typ, id, subject, at string, data any) Out {
 	return Out{
 		SpecVersion: SpecVersion, ID: id, Source: source, Type: typ, Subject: subject,
-		Time: t.Format(time.RFC3339Nano), DataContentType: "application/json", Data: data,
+		Time: at, DataContentType: "application/json", Data: data,
 	}
 }
+
+// FormatTime writes t as RFC 3339 (with fractional seconds only when needed) in its location.
+func FormatTime(t time.Time) string { return t.Format(time.RFC3339Nano) }

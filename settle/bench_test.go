@@ -1,0 +1,69 @@
+package settle
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// benchEngine builds an engine holding October 2026 for accounts × every catalogue service,
+// each (account, service) one usage event of a size that spreads over all four tiers.
+func benchEngine(b *testing.B, accounts int, emit Emit) (*Engine, Period, time.Time) {
+	b.Helper()
+	cfg := defaultConfig()
+	eng, err := New(cfg, emit)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := mustTime("2026-10-15T12:00:00+08:00")
+	services := cfg.Catalogue.ServiceIDs()
+	for i := range accounts {
+		acct := fmt.Sprintf("acct-%07d", i)
+		for j, svc := range services {
+			if (i+j)%3 == 0 {
+				if err := eng.Apply(Activation{Account: acct, Service: svc, At: at}, at); err != nil {
+					b.Fatal(err)
+				}
+			}
+			calls := int64(1 + (i*7919+j*104729)%1_000_000)
+			if err := eng.Apply(Usage{usageOf(fmt.Sprintf("e-%d-%d", i, j), acct, svc, calls, at)}, at); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return eng, PeriodOf(at, cfg.Location), mustTime("2026-11-01T00:00:00+08:00")
+}
+
+func benchSettle(b *testing.B, accounts int, encode bool) {
+	var events int
+	emit := func(o cloudevent.Out) error { events++; return nil }
+	if encode {
+		enc := json.NewEncoder(io.Discard)
+		emit = func(o cloudevent.Out) error { events++; return enc.Encode(o) }
+	}
+	for range b.N {
+		b.StopTimer()
+		eng, p, at := benchEngine(b, accounts, emit)
+		events = 0
+		runtime.GC() // collect the set-up's garbage outside the measurement
+		b.StartTimer()
+		if err := eng.Settle(p, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(accounts*8)/b.Elapsed().Seconds()*float64(b.N), "lines/s")
+	b.ReportMetric(float64(events), "events/op")
+}
+
+// BenchmarkSettle settles one month of accounts × 8 services in memory: bills and holds built
+// and handed to the emitter (not serialised).
+func BenchmarkSettle1Mx8(b *testing.B)   { benchSettle(b, 1_000_000, false) }
+func BenchmarkSettle100kx8(b *testing.B) { benchSettle(b, 100_000, false) }
+
+// ...and the same with every event encoded as JSON (as replay and the worker do).
+func BenchmarkSettleEncoded100kx8(b *testing.B) { benchSettle(b, 100_000, true) }
