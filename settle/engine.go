@@ -66,11 +66,11 @@ type Engine struct {
 }
 
 type account struct {
-	id       string
-	services []*serviceState // by service id: bill lines go in this order
-	hold       *hold    // the current hold: the last one a settlement requested
-	requested  *hold    // the hold requested at the previous settlement, to release at the next
-	suspended  bool
+	id        string
+	services  []*serviceState // by service id: bill lines go in this order
+	hold      *hold           // the current hold: the last one a settlement requested
+	requested *hold           // the hold requested at the previous settlement, to release at the next
+	suspended bool
 }
 
 type hold struct {
@@ -97,7 +97,7 @@ type serviceState struct {
 	activated   bool
 	activatedAt time.Time
 	months      []*monthUsage // by period
-	packs       []*pack // by (validUntil, id)
+	packs       []*pack       // by (validUntil, id)
 	overrides   []PriceOverride
 	dirty       bool
 }
