@@ -1,6 +1,7 @@
 package settle
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,3 +68,20 @@ func BenchmarkSettle100kx8(b *testing.B) { benchSettle(b, 100_000, false) }
 
 // ...and the same with every event encoded as JSON (as replay and the worker do).
 func BenchmarkSettleEncoded100kx8(b *testing.B) { benchSettle(b, 100_000, true) }
+
+// BenchmarkReplayUsage replays a month of usage lines (decode, validate, dedup, fold) and settles.
+func BenchmarkReplayUsage(b *testing.B) {
+	var log []byte
+	for n := range 100_000 {
+		log = fmt.Appendf(log, `{"specversion":"1.0","id":"ev-%d","source":"bench","type":"tally.usage.v1","time":"2026-10-%02dT12:00:00+08:00","data":{"account":"acct-%05d","service":"image-tagging","calls":%d}}`+"\n",
+			n, 1+n%31, n%5000, 1+n%100)
+	}
+	b.SetBytes(int64(len(log)))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Replay(bytes.NewReader(log), io.Discard, io.Discard, defaultConfig(), until("2026-11-01T00:00:00+08:00")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(100_000*b.N)/b.Elapsed().Seconds(), "lines/s")
+}

@@ -51,12 +51,13 @@ type Tier struct {
 	FromCalls int64
 	UnitPrice decimal.Decimal
 	// micros is UnitPrice in millionths for the integer fast path (-1: not exact at that
-	// scale); text is UnitPrice as the wire shows it. Both are set by newTier.
+	// scale); text is UnitPrice as the wire shows it. Both are set by NewTier.
 	micros int64
 	text   string
 }
 
-func newTier(from int64, price decimal.Decimal) Tier {
+// NewTier builds a tier (use it rather than a literal: it prepares the tier for pricing).
+func NewTier(from int64, price decimal.Decimal) Tier {
 	t := Tier{FromCalls: from, UnitPrice: price, micros: -1, text: price.String()}
 	if m, ok := priceMicros(price); ok {
 		t.micros = m
@@ -85,7 +86,7 @@ func (s Schedule) Price(total int64) (tier int, unitPrice decimal.Decimal) {
 	return i, t.UnitPrice
 }
 
-var freeTier = newTier(0, decimal.Zero)
+var freeTier = NewTier(0, decimal.Zero)
 
 // reach is Price returning the tier itself (the free tier for a free schedule).
 func (s Schedule) reach(total int64) (int, *Tier) {
@@ -323,7 +324,7 @@ func parseTiers(field string, in []tierFile) ([]Tier, []error) {
 		case p.IsNegative():
 			errs = append(errs, fmt.Errorf("%s.unit_price: %s is negative", at, tf.UnitPrice))
 		default:
-			t = newTier(t.FromCalls, p)
+			t = NewTier(t.FromCalls, p)
 		}
 		out = append(out, t)
 	}

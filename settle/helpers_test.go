@@ -169,3 +169,5 @@ type CloudOut = cloudevent.Out
 func usageOf(id, account, service string, calls int64, at time.Time) ingest.Usage {
 	return ingest.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: at}
 }
+
+func mustDecimal(s string) decimal.Decimal { return decimal.RequireFromString(s) }

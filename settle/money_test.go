@@ -23,7 +23,7 @@ func TestAmountCentsMatchesDecimal(t *testing.T) {
 	prices := []string{"0", "2.5", "2.2", "3.5", "1", "0.0001", "0.123456", "0.1234567", "1234.5", "99999999"}
 	for range 20_000 {
 		price := decimal.RequireFromString(prices[r.IntN(len(prices))])
-		tier := newTier(0, price)
+		tier := NewTier(0, price)
 		billable := r.Int64N(1 << uint(r.IntN(62)))
 		got, err := amountCents(billable, &tier)
 		want := Amount(billable, price)
@@ -46,7 +46,7 @@ func TestCentsOverflowIsAnError(t *testing.T) {
 	if _, err := cents(math.MinInt64).add(-1); err == nil {
 		t.Fatal("underflow not detected")
 	}
-	tier := newTier(0, decimal.RequireFromString("99999999"))
+	tier := NewTier(0, decimal.RequireFromString("99999999"))
 	if _, err := amountCents(math.MaxInt64, &tier); err == nil {
 		t.Fatal("an amount beyond int64 cents was accepted")
 	}

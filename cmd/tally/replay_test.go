@@ -87,3 +87,18 @@ func TestReplayReadsStdinAndRejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestPriceCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, lookupEnv: func(string) (string, bool) { return "", false }}
+	if code := run(context.Background(), env, []string{"price", "--service", "image-tagging", "--calls", "1000000", "--period", "2026-10", "--json"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	want := `{"service":"image-tagging","activated":true,"calls":1000000,"free_calls":10000,"prepaid_calls":0,"billable_calls":990000,"tier":2,"unit_price":"2.2","amount":"2178.00"}` + "\n"
+	if out.String() != want {
+		t.Fatalf("got %s want %s", out.String(), want)
+	}
+	if code := run(context.Background(), env, []string{"price", "--calls", "5"}); code == 0 {
+		t.Fatal("price without --service succeeded")
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/tally-billing/tally/settle"
+)
+
+func init() {
+	register("loadgen", command{
+		summary: "write a synthetic, reproducible event log (usage of many accounts) as JSON lines",
+		run:     runLoadgen,
+	})
+}
+
+// runLoadgen writes a month of usage: events spread over the month in time order, accounts
+// activating services on the 1st, and a share of gateway retries (same id, same payload).
+func runLoadgen(_ context.Context, env *environment, args []string) error {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.String("config", "", "JSON config file")
+	out := fs.String("out", "-", "output file ('-': stdout)")
+	accounts := fs.Int("accounts", 1000, "number of accounts")
+	events := fs.Int("events", 100_000, "number of usage events")
+	period := fs.String("period", "2026-10", "billing month YYYY-MM of the usage")
+	retries := fs.Float64("retries", 0.01, "share of events sent twice (gateway retries)")
+	seed := fs.Uint64("seed", 1, "random seed: the same seed writes the same log")
+	billing := billingFlags(fs)
+	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := billing()
+	if err != nil {
+		return err
+	}
+	p, err := settle.ParsePeriod(*period)
+	if err != nil {
+		return err
+	}
+	if *accounts < 1 || *events < 0 {
+		return errors.New("--accounts must be ≥ 1 and --events ≥ 0")
+	}
+	w := bufio.NewWriterSize(env.stdout, 1<<16)
+	if *out != "-" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = bufio.NewWriterSize(f, 1<<16)
+	}
+	r := rand.New(rand.NewPCG(*seed, 0x7a11))
+	services := cfg.Catalogue.ServiceIDs()
+	start, end := p.Start(cfg.Location), p.End(cfg.Location)
+	first := start.Format(time.RFC3339)
+	for a := range *accounts {
+		for i, svc := range services {
+			if (a+i)%2 == 0 {
+				fmt.Fprintf(w, `{"specversion":"1.0","id":"act-%d-%s","source":"loadgen","type":"tally.service.activated.v1","time":%q,"data":{"account":"acct-%06d","service":%q}}`+"\n",
+					a, svc, first, a, svc)
+			}
+		}
+	}
+	step := end.Sub(start) / time.Duration(max(*events, 1))
+	for n := range *events {
+		at := start.Add(time.Duration(n) * step).Format(time.RFC3339Nano)
+		line := fmt.Sprintf(`{"specversion":"1.0","id":"ev-%d","source":"loadgen","type":"tally.usage.v1","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d}}`+"\n",
+			n, at, r.IntN(*accounts), services[r.IntN(len(services))], 1+r.IntN(100))
+		w.WriteString(line)
+		if r.Float64() < *retries {
+			w.WriteString(line)
+		}
+	}
+	return w.Flush()
+}
