@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+
+	chschema "github.com/tally-billing/tally/deploy/clickhouse"
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
+)
+
+func init() {
+	register("migrate", command{
+		summary: "create the Kafka topics and apply the ClickHouse schema (idempotent)",
+		run:     runMigrate,
+	})
+}
+
+func runMigrate(ctx context.Context, env *environment, args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.String("config", "", "JSON config file")
+	kf := addKafkaFlags(fs)
+	tf := addTopicFlags(fs)
+	cf := addClickHouseFlags(fs)
+	lf := addLogFlags(fs)
+	partitions := fs.Int("partitions", 8, "partitions of the usage topic (the unit of parallelism of sink and aggregate)")
+	otherPartitions := fs.Int("partitions-other", 4, "partitions of the other topics")
+	retention := fs.Duration("usage-retention", 35*24*time.Hour, "retention of the usage and dead-letter topics (ClickHouse keeps the data)")
+	skipKafka := fs.Bool("skip-kafka", false, "only apply the ClickHouse schema")
+	skipClickHouse := fs.Bool("skip-clickhouse", false, "only create the Kafka topics")
+	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger(env)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if !*skipKafka {
+		ret := strconv.FormatInt(retention.Milliseconds(), 10)
+		compact := map[string]string{"cleanup.policy": "compact"}
+		specs := []kafkax.TopicSpec{
+			{Name: *tf.usage, Partitions: *partitions, Configs: map[string]string{"retention.ms": ret}},
+			{Name: *tf.dlq, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": ret}},
+			{Name: *tf.accounts, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
+			{Name: *tf.ledger, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
+			{Name: *tf.billing, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
+			{Name: *tf.status, Partitions: *otherPartitions, Configs: compact},
+			{Name: *tf.totals, Partitions: *otherPartitions, Configs: compact},
+		}
+		if err := kafkax.CreateTopics(ctx, kf.list(), specs...); err != nil {
+			return fmt.Errorf("kafka topics: %w (is Kafka at %s running? `make up` starts one)", err, *kf.brokers)
+		}
+		for _, s := range specs {
+			log.Info("kafka topic ready", "topic", s.Name, "partitions", s.Partitions)
+		}
+	}
+	if !*skipClickHouse {
+		applied, err := chx.Migrate(ctx, cf.config(), chschema.Migrations, log)
+		if err != nil {
+			return fmt.Errorf("clickhouse schema: %w (is ClickHouse at %s running? `make up` starts one)", err, *cf.addr)
+		}
+		log.Info("clickhouse schema up to date", "database", *cf.database, "applied_now", len(applied))
+	}
+	return nil
+}

@@ -1,0 +1,11 @@
+// Package clickhouse holds Tally's ClickHouse schema as versioned migrations, embedded into the
+// binary and applied by `tally migrate` (internal/chx.Migrate). Files are NNNN_name.sql, applied
+// in order, each statement idempotent (IF NOT EXISTS) so a migration cut short can run again.
+package clickhouse
+
+import "embed"
+
+// Migrations is the migrations/ directory.
+//
+//go:embed migrations/*.sql
+var Migrations embed.FS
