@@ -5,7 +5,6 @@ package ingest
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
@@ -47,7 +46,7 @@ type usageData struct {
 // when not nil, is a *cloudevent.Error whose reason can be shown to the sender.
 func ParseUsage(ev cloudevent.Event, receivedAt time.Time, services ServiceChecker) (Usage, error) {
 	if ev.Type != UsageType {
-		return Usage{}, &cloudevent.Error{Reason: fmt.Sprintf("type %q is not %q", ev.Type, UsageType)}
+		return Usage{}, cloudevent.Invalid("type", "type %q is not %q", ev.Type, UsageType)
 	}
 	var d usageData
 	if err := cloudevent.DecodeData(ev.Data, &d); err != nil {
@@ -55,33 +54,33 @@ func ParseUsage(ev cloudevent.Event, receivedAt time.Time, services ServiceCheck
 	}
 	u := Usage{ID: ev.ID, Time: ev.Time, Calls: 1}
 	if ev.Time.IsZero() {
-		return Usage{}, invalid("time is missing: it must say when the call happened")
+		return Usage{}, invalid("time", "time is missing: it must say when the call happened")
 	}
 	if ev.Time.After(receivedAt.Add(MaxClockSkew)) {
-		return Usage{}, invalid("time %s is more than %s ahead of the receiving clock (%s)",
+		return Usage{}, invalid("time", "time %s is more than %s ahead of the receiving clock (%s)",
 			ev.Time.Format(time.RFC3339), MaxClockSkew, receivedAt.Format(time.RFC3339))
 	}
 	if d.Account == nil {
-		return Usage{}, invalid("data.account is missing")
+		return Usage{}, invalid("account", "data.account is missing")
 	}
 	if err := ValidateAccount(*d.Account); err != nil {
 		return Usage{}, err
 	}
 	u.Account = *d.Account
 	if d.Service == nil || *d.Service == "" {
-		return Usage{}, invalid("data.service is missing")
+		return Usage{}, invalid("service", "data.service is missing")
 	}
 	if err := services.CheckService(*d.Service, ev.Time); err != nil {
-		return Usage{}, invalid("data.service: %v", err)
+		return Usage{}, invalid("service", "data.service: %v", err)
 	}
 	u.Service = *d.Service
 	if d.Calls != nil {
 		n, ok := cloudevent.Int64(d.Calls)
 		if !ok {
-			return Usage{}, invalid("data.calls %s is not an integer", d.Calls)
+			return Usage{}, invalid("calls", "data.calls %s is not an integer", d.Calls)
 		}
 		if n < 1 || n > MaxCallsPerEvent {
-			return Usage{}, invalid("data.calls %d is outside 1..%d", n, MaxCallsPerEvent)
+			return Usage{}, invalid("calls", "data.calls %d is outside 1..%d", n, MaxCallsPerEvent)
 		}
 		u.Calls = n
 	}
@@ -91,21 +90,19 @@ func ParseUsage(ev cloudevent.Event, receivedAt time.Time, services ServiceCheck
 // ValidateAccount checks an account id: 1–64 characters of [A-Za-z0-9._-].
 func ValidateAccount(a string) error {
 	if a == "" {
-		return invalid("data.account is empty")
+		return invalid("account", "data.account is empty")
 	}
 	if len(a) > MaxAccountLen {
-		return invalid("data.account is longer than %d characters", MaxAccountLen)
+		return invalid("account", "data.account is longer than %d characters", MaxAccountLen)
 	}
 	for i := 0; i < len(a); i++ {
 		c := a[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 		if !ok {
-			return invalid("data.account %q has a character outside [A-Za-z0-9._-]", a)
+			return invalid("account", "data.account %q has a character outside [A-Za-z0-9._-]", a)
 		}
 	}
 	return nil
 }
 
-func invalid(format string, args ...any) error {
-	return &cloudevent.Error{Reason: fmt.Sprintf(format, args...)}
-}
+func invalid(code, format string, args ...any) error { return cloudevent.Invalid(code, format, args...) }

@@ -3,7 +3,6 @@ package settle
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -201,9 +200,7 @@ func decodeAccountData(ev cloudevent.Event, v any, account *string) error {
 	return ingest.ValidateAccount(*account)
 }
 
-func invalid(format string, args ...any) error {
-	return &cloudevent.Error{Reason: fmt.Sprintf(format, args...)}
-}
+func invalid(format string, args ...any) error { return cloudevent.Invalid("data", format, args...) }
 
 // --- outputs (the contract a ledger consumes) ---
 

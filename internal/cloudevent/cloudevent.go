@@ -46,12 +46,18 @@ type wire struct {
 	DataBase64      *string         `json:"data_base64"`
 }
 
-// Error is a decoding or validation failure of outside input; Reason is meant for the sender.
-type Error struct{ Reason string }
+// Error is a decoding or validation failure of outside input. Reason is meant for the sender;
+// Code is a short, bounded name of what is wrong (for metrics labels and dead-letter headers).
+type Error struct{ Code, Reason string }
 
 func (e *Error) Error() string { return e.Reason }
 
-func reject(format string, args ...any) error { return &Error{Reason: fmt.Sprintf(format, args...)} }
+// Invalid builds an *Error.
+func Invalid(code, format string, args ...any) error {
+	return &Error{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+func reject(format string, args ...any) error { return Invalid("envelope", format, args...) }
 
 // IsInvalid reports whether err says the input itself is bad (as opposed to an I/O failure).
 func IsInvalid(err error) bool {
@@ -137,7 +143,7 @@ func DecodeData(data json.RawMessage, v any) error {
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
-		return reject("data: %v", cleanJSONError(err))
+		return Invalid("data", "data: %v", cleanJSONError(err))
 	}
 	return nil
 }

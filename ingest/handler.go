@@ -1,0 +1,262 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// Record is an accepted usage event on its way to the log: Key is the account (per-account
+// ordering), Value the event exactly as the gateway sent it, Time when it was received.
+type Record struct {
+	Key, Value []byte
+	Time       time.Time
+}
+
+// Publisher makes records durable in the usage log. Publish returns only when every record is
+// acknowledged by all in-sync replicas, or with an error (some may then be durable: the gateway
+// retries, and the event id makes the retry harmless).
+type Publisher interface {
+	Publish(ctx context.Context, records []Record) error
+}
+
+// HandlerConfig configures the HTTP ingest API.
+type HandlerConfig struct {
+	// MaxBodyBytes bounds a request body; MaxBatch the events of one batch.
+	MaxBodyBytes int64
+	MaxBatch     int
+	// APIKeys maps each gateway's bearer key to its name. Empty: only loopback clients may send.
+	APIKeys map[string]string
+	// PublishTimeout bounds the wait for Kafka's acknowledgement.
+	PublishTimeout time.Duration
+}
+
+// Validate reports every problem at once.
+func (c HandlerConfig) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, errors.New("ingest: max body bytes must be positive"))
+	}
+	if c.MaxBatch <= 0 {
+		errs = append(errs, errors.New("ingest: max batch must be positive"))
+	}
+	if c.PublishTimeout <= 0 {
+		errs = append(errs, errors.New("ingest: publish timeout must be positive"))
+	}
+	for k, name := range c.APIKeys {
+		if len(k) < 16 {
+			errs = append(errs, fmt.Errorf("ingest: the API key of %q is shorter than 16 characters", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Handler serves POST /v1/events: one CloudEvent (application/cloudevents+json) or a batch
+// (application/cloudevents-batch+json, a JSON array). Every event is validated; accepted ones are
+// published, and the response, sent only after Kafka acknowledged them, reports every rejected
+// event by index with its reason.
+type Handler struct {
+	cfg      HandlerConfig
+	services ServiceChecker
+	pub      Publisher
+	log      *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+	keys     [][]byte
+	names    []string
+}
+
+// NewHandler builds the ingest API. now is the receiving clock.
+func NewHandler(cfg HandlerConfig, services ServiceChecker, pub Publisher, log *slog.Logger, metrics *Metrics, now func() time.Time) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, services: services, pub: pub, log: log, metrics: metrics, now: now}
+	for k, name := range cfg.APIKeys {
+		h.keys = append(h.keys, []byte(k))
+		h.names = append(h.names, name)
+	}
+	if len(h.keys) == 0 {
+		log.Warn("no API keys configured: ingest accepts events only from loopback clients")
+	}
+	return h, nil
+}
+
+// Response is the body of every answer of POST /v1/events.
+type Response struct {
+	Accepted int         `json:"accepted"`
+	Rejected []Rejection `json:"rejected"`
+	Error    string      `json:"error,omitempty"`
+}
+
+// Rejection names a refused event by its index in the request (0 for a single event).
+type Rejection struct {
+	Index  int    `json:"index"`
+	ID     string `json:"id,omitempty"`
+	Reason string `json:"reason"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.fail(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	gateway, ok := h.authenticate(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
+		h.fail(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")
+		return
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		mt = ""
+	}
+	batch := false
+	switch mt {
+	case cloudevent.ContentType, "application/json":
+	case cloudevent.BatchContentType:
+		batch = true
+	default:
+		h.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send %s (one event) or %s (a JSON array)",
+			r.Header.Get("Content-Type"), cloudevent.ContentType, cloudevent.BatchContentType))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes: send smaller batches", h.cfg.MaxBodyBytes))
+			return
+		}
+		h.fail(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	raws, err := SplitBody(body, batch, h.cfg.MaxBatch)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, errBatchTooLong) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		h.fail(w, status, err.Error())
+		return
+	}
+	received := h.now()
+	resp := Response{Rejected: []Rejection{}}
+	records := make([]Record, 0, len(raws))
+	for i, raw := range raws {
+		ev, err := cloudevent.Decode(raw)
+		var u Usage
+		if err == nil {
+			u, err = ParseUsage(ev, received, h.services)
+		}
+		if err != nil {
+			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: ev.ID, Reason: err.Error()})
+			h.metrics.rejected(err)
+			continue
+		}
+		records = append(records, Record{Key: []byte(u.Account), Value: raw, Time: received})
+	}
+	if len(records) > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+		pubStart := time.Now()
+		err := h.pub.Publish(ctx, records)
+		cancel()
+		h.metrics.ProduceSeconds.Observe(time.Since(pubStart).Seconds())
+		if err != nil {
+			h.log.Error("publish to kafka failed", "gateway", gateway, "events", len(records), "err", err)
+			h.metrics.PublishFailures.Inc()
+			h.fail(w, http.StatusServiceUnavailable, "the usage log did not acknowledge the events; retry the request (event ids make retries safe)")
+			return
+		}
+		resp.Accepted = len(records)
+		h.metrics.Accepted.Add(float64(len(records)))
+	}
+	h.metrics.BatchSize.Observe(float64(len(raws)))
+	status := http.StatusOK
+	switch {
+	case resp.Accepted == 0:
+		status = http.StatusBadRequest
+	case len(resp.Rejected) > 0:
+		status = http.StatusMultiStatus
+	}
+	h.metrics.RequestSeconds.Observe(time.Since(start).Seconds())
+	writeJSON(w, status, resp)
+}
+
+var errBatchTooLong = errors.New("batch too long")
+
+// SplitBody turns a request body into the raw events it carries: the body itself, or the
+// elements of a JSON array for a batch.
+func SplitBody(body []byte, batch bool, maxBatch int) ([]json.RawMessage, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, errors.New("empty body: send a CloudEvent")
+	}
+	if !batch {
+		return []json.RawMessage{body}, nil
+	}
+	if body[0] != '[' {
+		return nil, errors.New("a batch must be a JSON array of CloudEvents")
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		return nil, fmt.Errorf("batch is not a JSON array: %v", err)
+	}
+	if len(raws) == 0 {
+		return nil, errors.New("empty batch")
+	}
+	if len(raws) > maxBatch {
+		return nil, fmt.Errorf("%w: %d events, at most %d per request", errBatchTooLong, len(raws), maxBatch)
+	}
+	return raws, nil
+}
+
+// authenticate returns the gateway's name. Keys are compared in constant time, all of them,
+// so timing tells nothing about which key came close.
+func (h *Handler) authenticate(r *http.Request) (string, bool) {
+	if len(h.keys) == 0 {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		return "loopback", err == nil && ip != nil && ip.IsLoopback()
+	}
+	const prefix = "Bearer "
+	auth := r.Header.Get("Authorization")
+	if len(auth) <= len(prefix) || auth[:len(prefix)] != prefix {
+		return "", false
+	}
+	got := []byte(auth[len(prefix):])
+	match := -1
+	for i, k := range h.keys {
+		if subtle.ConstantTimeCompare(got, k) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return "", false
+	}
+	return h.names[match], true
+}
+
+func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {
+	h.metrics.Failed.WithLabelValues(http.StatusText(status)).Inc()
+	writeJSON(w, status, Response{Rejected: []Rejection{}, Error: reason})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,255 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/ingest/producer"
+	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
+)
+
+var clock = time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)
+
+func usageJSON(id, account, service string, calls int) string {
+	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":%q,"service":%q,"calls":%d}}`, id, account, service, calls)
+}
+
+func newHandler(t testing.TB, pub ingest.Publisher, keys map[string]string) *ingest.Handler {
+	t.Helper()
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, APIKeys: keys, PublishTimeout: 5 * time.Second},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func post(h http.Handler, contentType, body string, header ...string) (int, ingest.Response) {
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(body))
+	req.RemoteAddr = "127.0.0.1:5555"
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var resp ingest.Response
+	_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+	return rec.Code, resp
+}
+
+// Against the real Kafka: accepted events are in the topic, keyed by account, with the receive
+// time, before the response; rejected ones are not, and the response names them by index.
+func TestIngestPublishesToKafka(t *testing.T) {
+	brokers, topic := testinfra.Topic(t, 4, nil)
+	w, err := producer.NewWriter(producer.DefaultConfig(brokers, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h := newHandler(t, w, nil)
+
+	code, resp := post(h, "application/cloudevents+json", usageJSON("e1", "acme", "image-tagging", 3))
+	if code != http.StatusOK || resp.Accepted != 1 {
+		t.Fatalf("single: %d %+v", code, resp)
+	}
+	batch := "[" + strings.Join([]string{
+		usageJSON("e2", "acme", "image-tagging", 1),
+		usageJSON("e3", "acme", "no-such-service", 1),
+		`{"not":"an event"}`,
+		usageJSON("e4", "globex", "vehicle-recognition", 7),
+		usageJSON("e5", "bad account", "vehicle-recognition", 7),
+	}, ",") + "]"
+	code, resp = post(h, "application/cloudevents-batch+json", batch)
+	if code != http.StatusMultiStatus || resp.Accepted != 2 || len(resp.Rejected) != 3 {
+		t.Fatalf("batch: %d %+v", code, resp)
+	}
+	for i, want := range map[int]string{1: `unknown service "no-such-service"`, 2: "id is missing", 4: "data.account"} {
+		found := false
+		for _, r := range resp.Rejected {
+			if r.Index == i && strings.Contains(r.Reason, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no rejection of index %d with %q in %+v", i, want, resp.Rejected)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := map[string]kafka.Message{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for p := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+			defer r.Close()
+			if err := r.SetOffset(kafka.FirstOffset); err != nil {
+				t.Error(err)
+				return
+			}
+			for {
+				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				m, err := r.ReadMessage(rctx)
+				rcancel()
+				if err != nil {
+					return
+				}
+				var ev struct{ ID string }
+				_ = json.Unmarshal(m.Value, &ev)
+				mu.Lock()
+				got[ev.ID] = m
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != 3 || got["e1"].Partition != got["e2"].Partition {
+		t.Fatalf("kafka holds %d events (want e1, e2, e4; e1 and e2 in one partition): %v", len(got), got)
+	}
+	if string(got["e4"].Key) != "globex" || !got["e4"].Time.Equal(clock) || !bytes.Contains(got["e4"].Value, []byte(`"calls":7`)) {
+		t.Fatalf("record e4: key %q time %v value %s", got["e4"].Key, got["e4"].Time, got["e4"].Value)
+	}
+}
+
+// When Kafka does not acknowledge, the gateway gets a 503 telling it to retry.
+func TestIngestAnswers503WhenKafkaIsDown(t *testing.T) {
+	cfg := producer.DefaultConfig([]string{"127.0.0.1:1"}, "nowhere")
+	cfg.WriteTimeout = 200 * time.Millisecond
+	w, err := producer.NewWriter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10, PublishTimeout: time.Second},
+		settle.DefaultCatalogue(), w, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, resp := post(h, "application/cloudevents+json", usageJSON("e1", "acme", "image-tagging", 3))
+	if code != http.StatusServiceUnavailable || !strings.Contains(resp.Error, "retry") {
+		t.Fatalf("%d %+v", code, resp)
+	}
+}
+
+type memPublisher struct {
+	mu      sync.Mutex
+	records []ingest.Record
+}
+
+func (m *memPublisher) Publish(_ context.Context, r []ingest.Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.records = append(m.records, r...)
+	return nil
+}
+
+func TestIngestRefusesBadRequests(t *testing.T) {
+	pub := &memPublisher{}
+	h := newHandler(t, pub, nil)
+	one := usageJSON("e1", "acme", "image-tagging", 1)
+	many := "[" + strings.TrimSuffix(strings.Repeat(one+",", 51), ",") + "]"
+	cases := []struct {
+		name, ct, body string
+		code           int
+		reason         string
+	}{
+		{"wrong content type", "text/plain", one, http.StatusUnsupportedMediaType, "Content-Type"},
+		{"malformed", "application/cloudevents+json", `{"id":`, http.StatusBadRequest, "not a JSON CloudEvent"},
+		{"empty", "application/cloudevents+json", ``, http.StatusBadRequest, "empty body"},
+		{"batch not an array", "application/cloudevents-batch+json", one, http.StatusBadRequest, "JSON array"},
+		{"empty batch", "application/cloudevents-batch+json", `[]`, http.StatusBadRequest, "empty batch"},
+		{"batch too long", "application/cloudevents-batch+json", many, http.StatusRequestEntityTooLarge, "at most 50"},
+		{"body too large", "application/cloudevents+json", strings.Repeat(" ", 70<<10) + one, http.StatusRequestEntityTooLarge, "larger than"},
+		{"wrong type in data", "application/cloudevents+json", strings.Replace(one, `"calls":1`, `"calls":"1"`, 1), http.StatusBadRequest, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, resp := post(h, c.ct, c.body)
+			text := resp.Error
+			for _, r := range resp.Rejected {
+				text += r.Reason
+			}
+			if code != c.code || !strings.Contains(text, c.reason) || text == "" {
+				t.Fatalf("got %d %+v; want %d with %q", code, resp, c.code, c.reason)
+			}
+		})
+	}
+	if len(pub.records) != 0 {
+		t.Fatalf("bad requests published %d records", len(pub.records))
+	}
+}
+
+func TestIngestAuthentication(t *testing.T) {
+	pub := &memPublisher{}
+	keyed := newHandler(t, pub, map[string]string{"0123456789abcdef-gw1": "gw1"})
+	one := usageJSON("e1", "acme", "image-tagging", 1)
+	if code, _ := post(keyed, "application/cloudevents+json", one); code != http.StatusUnauthorized {
+		t.Fatalf("no key: %d", code)
+	}
+	if code, _ := post(keyed, "application/cloudevents+json", one, "Authorization", "Bearer 0123456789abcdef-gw2"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %d", code)
+	}
+	if code, _ := post(keyed, "application/cloudevents+json", one, "Authorization", "Bearer 0123456789abcdef-gw1"); code != http.StatusOK {
+		t.Fatalf("right key: %d", code)
+	}
+	// Without keys only loopback clients are served.
+	open := newHandler(t, pub, nil)
+	req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(one))
+	req.RemoteAddr = "10.1.2.3:5555"
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	rec := httptest.NewRecorder()
+	open.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("remote client without keys: %d", rec.Code)
+	}
+	if _, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1, MaxBatch: 1, PublishTimeout: time.Second, APIKeys: map[string]string{"short": "gw"}},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), time.Now); err == nil {
+		t.Fatal("a 5-character API key was accepted")
+	}
+}
+
+// FuzzIngestBody: no body crashes the handler; it answers 200, 207, 400 or 413, and publishes
+// exactly the events it reports as accepted.
+func FuzzIngestBody(f *testing.F) {
+	one := usageJSON("e1", "acme", "image-tagging", 1)
+	f.Add(one, false)
+	f.Add("["+one+","+usageJSON("e2", "x", "y", 0)+"]", true)
+	f.Add(`[{"id":1},null,[],"x"]`, true)
+	f.Add(`{"specversion":"1.0","id":"a","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":"a","service":"image-tagging","calls":1e400}}`, false)
+	f.Fuzz(func(t *testing.T, body string, batch bool) {
+		pub := &memPublisher{}
+		h := newHandler(t, pub, nil)
+		ct := "application/cloudevents+json"
+		if batch {
+			ct = "application/cloudevents-batch+json"
+		}
+		code, resp := post(h, ct, body)
+		switch code {
+		case http.StatusOK, http.StatusMultiStatus, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d for %q", code, body)
+		}
+		if resp.Accepted != len(pub.records) {
+			t.Fatalf("reported %d accepted, published %d", resp.Accepted, len(pub.records))
+		}
+	})
+}

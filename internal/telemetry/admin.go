@@ -1,0 +1,100 @@
+// Package telemetry is the operational surface every role shares: an admin HTTP server with
+// /metrics (Prometheus), /healthz (the process runs) and /readyz (its dependencies answer).
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check is a readiness check: nil when the dependency answers.
+type Check func(ctx context.Context) error
+
+// NewRegistry is a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Admin serves /metrics, /healthz and /readyz.
+type Admin struct {
+	addr   string
+	log    *slog.Logger
+	server *http.Server
+
+	mu      sync.Mutex
+	checks  map[string]Check
+	lastErr map[string]string
+}
+
+// NewAdmin builds the admin server on addr.
+func NewAdmin(addr string, reg *prometheus.Registry, log *slog.Logger) *Admin {
+	a := &Admin{addr: addr, log: log, checks: map[string]Check{}, lastErr: map[string]string{}}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", a.ready)
+	a.server = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return a
+}
+
+// AddCheck registers a readiness check under name.
+func (a *Admin) AddCheck(name string, c Check) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.checks[name] = c
+}
+
+func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	checks := make(map[string]Check, len(a.checks))
+	for k, v := range a.checks {
+		checks[k] = v
+	}
+	a.mu.Unlock()
+	status, body := http.StatusOK, ""
+	for name, c := range checks {
+		if err := c(ctx); err != nil {
+			status = http.StatusServiceUnavailable
+			body += name + ": " + err.Error() + "\n"
+		} else {
+			body += name + ": ok\n"
+		}
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+// Run serves until ctx ends, then shuts down within a few seconds.
+func (a *Admin) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.addr)
+	if err != nil {
+		return err
+	}
+	a.log.Info("admin server listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	errc := make(chan error, 1)
+	go func() { errc <- a.server.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.server.Shutdown(shut); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
