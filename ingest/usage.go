@@ -105,4 +105,6 @@ func ValidateAccount(a string) error {
 	return nil
 }
 
-func invalid(code, format string, args ...any) error { return cloudevent.Invalid(code, format, args...) }
+func invalid(code, format string, args ...any) error {
+	return cloudevent.Invalid(code, format, args...)
+}
