@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -41,7 +42,7 @@ func addTopicFlags(fs *flag.FlagSet) topicFlags {
 }
 
 type clickhouseFlags struct {
-	addr, http, user, password, database *string
+	addr, http, user, password, database, protocol *string
 }
 
 func addClickHouseFlags(fs *flag.FlagSet) clickhouseFlags {
@@ -51,11 +52,24 @@ func addClickHouseFlags(fs *flag.FlagSet) clickhouseFlags {
 		user:     fs.String("clickhouse-user", "default", "ClickHouse user"),
 		password: fs.String("clickhouse-password", "", "ClickHouse password"),
 		database: fs.String("clickhouse-database", "tally", "ClickHouse database"),
+		protocol: fs.String("clickhouse-protocol", "http", "protocol of the roles' connections: http (--clickhouse-http) or native (--clickhouse-addr); http is the default because the local chDB engine aborts when a native client dies mid-query"),
 	}
 }
 
-func (c clickhouseFlags) config() chx.Config {
-	return chx.Config{Addr: *c.addr, Protocol: clickhouse.Native, Username: *c.user, Password: *c.password, Database: *c.database}
+func (c clickhouseFlags) config() (chx.Config, error) {
+	cfg := chx.Config{Addr: *c.addr, Protocol: clickhouse.Native, Username: *c.user, Password: *c.password, Database: *c.database}
+	switch *c.protocol {
+	case "native":
+	case "http":
+		u, err := url.Parse(*c.http)
+		if err != nil || u.Host == "" {
+			return cfg, fmt.Errorf("--clickhouse-http %q is not a URL like http://127.0.0.1:8123", *c.http)
+		}
+		cfg.Addr, cfg.Protocol = u.Host, clickhouse.HTTP
+	default:
+		return cfg, fmt.Errorf("--clickhouse-protocol %q: want native or http", *c.protocol)
+	}
+	return cfg, nil
 }
 
 type logFlags struct{ level *string }

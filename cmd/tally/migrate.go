@@ -60,7 +60,11 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 	if !*skipClickHouse {
-		applied, err := chx.Migrate(ctx, cf.config(), chschema.Migrations, log)
+		chcfg, err := cf.config()
+		if err != nil {
+			return err
+		}
+		applied, err := chx.Migrate(ctx, chcfg, chschema.Migrations, log)
 		if err != nil {
 			return fmt.Errorf("clickhouse schema: %w (is ClickHouse at %s running? `make up` starts one)", err, *cf.addr)
 		}

@@ -7,7 +7,8 @@
  * process (and so the listeners) alive. SIGTERM/SIGINT end the process; the engine's data on disk
  * is consistent because MergeTree parts are written atomically.
  *
- * Usage: chlaunch LIBCHDB DATA_DIR TCP_PORT HTTP_PORT [LISTEN_HOST]
+ * Usage: chlaunch LIBCHDB DATA_DIR TCP_PORT HTTP_PORT [LISTEN_HOST [ENGINE_ARG...]]
+ * ENGINE_ARGs are passed to the engine as they are (for example --logger.log=FILE).
  */
 #include <dlfcn.h>
 #include <signal.h>
@@ -63,10 +64,24 @@ int main(int argc, char **argv) {
     snprintf(a_http, sizeof a_http, "--http_port=%s", http);
     char *q = "--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; "
               "SELECT sleepEachRow(1) FROM system.numbers SETTINGS max_block_size=1 FORMAT Null";
-    char *args[] = {"clickhouse", "--multiquery", a_path, a_host, a_tcp, a_http, q, NULL};
+    int extra = argc > 6 ? argc - 6 : 0;
+    char **args = calloc(8 + extra, sizeof(char *));
+    if (!args) {
+        fprintf(stderr, "chlaunch: out of memory\n");
+        return 1;
+    }
+    int n = 0;
+    args[n++] = "clickhouse";
+    args[n++] = "--multiquery";
+    args[n++] = a_path;
+    args[n++] = a_host;
+    args[n++] = a_tcp;
+    args[n++] = a_http;
+    for (int i = 0; i < extra; i++) args[n++] = argv[6 + i];
+    args[n++] = q;
 
     fprintf(stderr, "chlaunch: serving %s on %s tcp=%s http=%s\n", dir, host, tcp, http);
-    struct local_result_v2 *r = query(7, args);
+    struct local_result_v2 *r = query(n, args);
     /* Only reached when the engine refused to start or the keep-alive query failed. */
     if (r && r->error_message) {
         fprintf(stderr, "chlaunch: engine error: %s\n", r->error_message);

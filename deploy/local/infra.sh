@@ -93,6 +93,7 @@ start_clickhouse() {
   mkdir -p "$dir/data"
   log "starting clickhouse (chDB $CHDB_VERSION) native 127.0.0.1:$ch_tcp_port http 127.0.0.1:$ch_http_port (log: $dir/clickhouse.log)"
   nohup "$chlaunch" "$chdb_lib" "$dir/data" "$ch_tcp_port" "$ch_http_port" 127.0.0.1 \
+    "--logger.log=$dir/server.log" --logger.level=warning \
     >> "$dir/clickhouse.log" 2>&1 < /dev/null &
   echo $! > "$pidf"
 }
@@ -107,8 +108,8 @@ wait_ready() {
       --clickhouse-addr "127.0.0.1:$ch_tcp_port" --clickhouse-http "http://127.0.0.1:$ch_http_port" 2>/dev/null; do
     pid_alive "$state/kafka/pid" || die "kafka exited during start; last lines of $state/kafka/kafka.log:
 $(tail -n 20 "$state/kafka/kafka.log" 2>/dev/null)"
-    pid_alive "$state/clickhouse/pid" || die "clickhouse exited during start; last lines of $state/clickhouse/clickhouse.log:
-$(tail -n 20 "$state/clickhouse/clickhouse.log" 2>/dev/null)"
+    pid_alive "$state/clickhouse/pid" || die "clickhouse exited during start; last lines of its logs:
+$(tail -n 20 "$state/clickhouse/clickhouse.log" "$state/clickhouse/server.log" 2>/dev/null)"
     [ $SECONDS -lt $deadline ] || die "services not ready after ${TALLY_UP_TIMEOUT:-180}s; see logs in $state"
     sleep 1
   done

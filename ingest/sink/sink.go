@@ -1,0 +1,303 @@
+// Package sink moves usage from the Kafka usage topic into ClickHouse usage_events, exactly once
+// in effect:
+//
+//   - each partition is read from the offset recorded in ClickHouse (sink_progress), not from
+//     Kafka's committed offset, so what ClickHouse holds decides where to resume;
+//   - a batch is one offset range, inserted with insert_deduplication_token
+//     topic-partition-first-last, so a retried batch is dropped by ClickHouse itself;
+//   - usage_events is a ReplacingMergeTree keyed by the event identity, so any other duplicate
+//     (a gateway retry, a batch re-cut after a crash) collapses under FINAL;
+//   - the progress row is written only after the batch's rows and dead letters are durable.
+//
+// Records that fail validation go to the dead-letter topic with the reason and the original
+// bytes; the partition never stalls on one.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Config of the sink.
+type Config struct {
+	Brokers  []string
+	Topic    string
+	DLQTopic string
+	// Group is the Kafka consumer group; sink instances in one group share the partitions.
+	Group string
+	// BatchRows and FlushInterval: a batch is written when it is this large or this old.
+	BatchRows     int
+	FlushInterval time.Duration
+	// Location is the billing time zone, which decides each row's period (partition).
+	Location *time.Location
+	Services ingest.ServiceChecker
+	// SessionTimeout: how soon the group notices a member that died.
+	SessionTimeout time.Duration
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("sink: no Kafka brokers"))
+	}
+	if c.Topic == "" || c.DLQTopic == "" || c.Group == "" {
+		errs = append(errs, errors.New("sink: topic, dead-letter topic and group must be set"))
+	}
+	if c.BatchRows <= 0 || c.FlushInterval <= 0 || c.SessionTimeout <= 0 {
+		errs = append(errs, errors.New("sink: batch rows, flush interval and session timeout must be positive"))
+	}
+	if c.Location == nil || c.Services == nil {
+		errs = append(errs, errors.New("sink: billing location and service catalogue are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Sink is the Kafka → ClickHouse usage writer.
+type Sink struct {
+	cfg     Config
+	ch      driver.Conn
+	dlq     *kafka.Writer
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+// New builds a sink writing through ch (a connection to the database holding usage_events).
+func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Sink{cfg: cfg, ch: ch, log: log, metrics: metrics, dlq: &kafka.Writer{
+		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 10,
+	}}, nil
+}
+
+// Run consumes until ctx ends. On a rebalance it finishes the batches in flight, then takes up
+// its new partitions from their progress in ClickHouse.
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.dlq.Close()
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: s.cfg.Group, Brokers: s.cfg.Brokers, Topics: []string{s.cfg.Topic},
+		StartOffset: kafka.FirstOffset, SessionTimeout: s.cfg.SessionTimeout, RebalanceTimeout: s.cfg.SessionTimeout,
+		HeartbeatInterval: s.cfg.SessionTimeout / 6, JoinGroupBackoff: time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { s.log.Warn("kafka consumer group: " + fmt.Sprintf(msg, args...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("sink: join consumer group %s: %w", s.cfg.Group, err)
+	}
+	defer group.Close()
+	for {
+		gen, err := group.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Warn("sink: consumer group generation failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		parts := gen.Assignments[s.cfg.Topic]
+		s.log.Info("sink: partitions assigned", "generation", gen.ID, "partitions", len(parts))
+		for _, a := range parts {
+			partition := a.ID
+			gen.Start(func(ctx context.Context) {
+				for ctx.Err() == nil {
+					err := s.consume(ctx, gen, partition)
+					if err == nil || ctx.Err() != nil {
+						return
+					}
+					s.metrics.Errors.Inc()
+					s.log.Error("sink: partition failed; retrying from its recorded progress", "partition", partition, "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+			})
+		}
+	}
+}
+
+// consume runs one partition until ctx ends or a write fails (the caller then restarts it from
+// the progress recorded in ClickHouse, so nothing is skipped).
+func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int) error {
+	next, err := s.progress(ctx, partition)
+	if err != nil {
+		return err
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond, QueueCapacity: 4096,
+	})
+	defer r.Close()
+	if err := r.SetOffset(next); err != nil {
+		return fmt.Errorf("seek partition %d to %d: %w", partition, next, err)
+	}
+	s.log.Info("sink: consuming", "partition", partition, "from_offset", next)
+	lag := s.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
+	b := &batch{topic: s.cfg.Topic, partition: partition}
+	for {
+		deadline := time.Now().Add(s.cfg.FlushInterval)
+		for len(b.msgs) < s.cfg.BatchRows {
+			fctx, cancel := context.WithDeadline(ctx, deadline)
+			m, err := r.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // shutting down: the unwritten batch is re-read next time
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					break
+				}
+				return fmt.Errorf("fetch partition %d: %w", partition, err)
+			}
+			b.msgs = append(b.msgs, m)
+		}
+		lag.Set(float64(r.Stats().Lag))
+		if len(b.msgs) == 0 {
+			continue
+		}
+		if err := s.write(ctx, b); err != nil {
+			return err
+		}
+		last := b.msgs[len(b.msgs)-1].Offset
+		// Kafka's committed offset is for lag dashboards only; ClickHouse decides where to resume.
+		if err := gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: last + 1}}); err != nil && ctx.Err() == nil {
+			s.log.Debug("sink: commit offset for monitoring failed", "partition", partition, "err", err)
+		}
+		b.msgs = b.msgs[:0]
+	}
+}
+
+type batch struct {
+	topic     string
+	partition int
+	msgs      []kafka.Message
+}
+
+// write makes a batch durable: dead letters, then rows, then the progress row.
+func (s *Sink) write(ctx context.Context, b *batch) error {
+	first, last := b.msgs[0].Offset, b.msgs[len(b.msgs)-1].Offset
+	type row struct {
+		u      ingest.Usage
+		period uint32
+		m      *kafka.Message
+	}
+	rows := make([]row, 0, len(b.msgs))
+	var dead []kafka.Message
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		ev, err := cloudevent.Decode(m.Value)
+		var u ingest.Usage
+		if err == nil {
+			u, err = ingest.ParseUsage(ev, m.Time, s.cfg.Services)
+		}
+		if err != nil {
+			dead = append(dead, deadLetter(m, err))
+			continue
+		}
+		p := settle.PeriodOf(u.Time, s.cfg.Location)
+		rows = append(rows, row{u: u, period: uint32(p.Year*100 + int(p.Month)), m: m})
+	}
+	if len(dead) > 0 {
+		if err := s.dlq.WriteMessages(ctx, dead...); err != nil {
+			return fmt.Errorf("write %d dead letters: %w", len(dead), err)
+		}
+		for _, d := range dead {
+			s.metrics.DeadLetters.WithLabelValues(headerValue(d, HeaderCode)).Inc()
+		}
+	}
+	token := fmt.Sprintf("%s-%d-%d-%d", b.topic, b.partition, first, last)
+	if len(rows) > 0 {
+		start := time.Now()
+		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+		ins, err := s.ch.PrepareBatch(ictx, "INSERT INTO usage_events (account, service, period, id, event_time, calls, received_at, kafka_topic, kafka_partition, kafka_offset)")
+		if err != nil {
+			return fmt.Errorf("prepare insert %s: %w", token, err)
+		}
+		for _, r := range rows {
+			if err := ins.Append(r.u.Account, r.u.Service, r.period, r.u.ID, r.u.Time.UTC(), uint32(r.u.Calls), r.m.Time.UTC(),
+				b.topic, int32(b.partition), r.m.Offset); err != nil {
+				_ = ins.Abort()
+				return fmt.Errorf("append row offset %d: %w", r.m.Offset, err)
+			}
+		}
+		if err := ins.Send(); err != nil {
+			return fmt.Errorf("insert batch %s: %w", token, err)
+		}
+		s.metrics.InsertSeconds.Observe(time.Since(start).Seconds())
+		s.metrics.Rows.Add(float64(len(rows)))
+	}
+	pctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": "progress-" + token}))
+	if err := s.ch.Exec(pctx, "INSERT INTO sink_progress (consumer, kafka_topic, kafka_partition, next_offset, rows, dead_letters, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		s.cfg.Group, b.topic, int32(b.partition), last+1, uint32(len(rows)), uint32(len(dead)), time.Now().UTC()); err != nil {
+		return fmt.Errorf("record progress %s: %w", token, err)
+	}
+	s.metrics.BatchRows.Observe(float64(len(b.msgs)))
+	return nil
+}
+
+// progress is the next offset to read for partition, from ClickHouse (FirstOffset when none).
+func (s *Sink) progress(ctx context.Context, partition int) (int64, error) {
+	var next int64
+	err := s.ch.QueryRow(ctx, "SELECT max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
+		s.cfg.Group, s.cfg.Topic, int32(partition)).Scan(&next)
+	if err != nil {
+		return 0, fmt.Errorf("read progress of partition %d: %w", partition, err)
+	}
+	if next == 0 {
+		return kafka.FirstOffset, nil
+	}
+	return next, nil
+}
+
+// Dead-letter headers.
+const (
+	HeaderReason    = "tally-dlq-reason"
+	HeaderCode      = "tally-dlq-code"
+	HeaderTopic     = "tally-source-topic"
+	HeaderPartition = "tally-source-partition"
+	HeaderOffset    = "tally-source-offset"
+)
+
+// deadLetter keeps the original key, bytes and time, and says why and where from in headers.
+func deadLetter(m *kafka.Message, err error) kafka.Message {
+	code := "invalid"
+	var ce *cloudevent.Error
+	if errors.As(err, &ce) && ce.Code != "" {
+		code = ce.Code
+	}
+	return kafka.Message{Key: m.Key, Value: m.Value, Time: m.Time, Headers: []kafka.Header{
+		{Key: HeaderReason, Value: []byte(err.Error())},
+		{Key: HeaderCode, Value: []byte(code)},
+		{Key: HeaderTopic, Value: []byte(m.Topic)},
+		{Key: HeaderPartition, Value: []byte(strconv.Itoa(m.Partition))},
+		{Key: HeaderOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	}}
+}
+
+func headerValue(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
