@@ -22,7 +22,7 @@ func init() {
 
 // runLoadgen writes a month of usage: events spread over the month in time order, accounts
 // activating services on the 1st, and a share of gateway retries (same id, same payload).
-func runLoadgen(_ context.Context, env *environment, args []string) error {
+func runLoadgen(ctx context.Context, env *environment, args []string) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.String("config", "", "JSON config file")
 	out := fs.String("out", "-", "output file ('-': stdout)")
@@ -31,6 +31,11 @@ func runLoadgen(_ context.Context, env *environment, args []string) error {
 	period := fs.String("period", "2026-10", "billing month YYYY-MM of the usage")
 	retries := fs.Float64("retries", 0.01, "share of events sent twice (gateway retries)")
 	seed := fs.Uint64("seed", 1, "random seed: the same seed writes the same log")
+	target := fs.String("target", "", "instead of writing a log, POST fresh events to this ingest URL (e.g. http://127.0.0.1:8080/v1/events)")
+	apiKey := fs.String("api-key", "", "with --target: the bearer key")
+	batch := fs.Int("batch", 100, "with --target: events per request")
+	clients := fs.Int("clients", 8, "with --target: concurrent clients")
+	duration := fs.Duration("duration", 10*time.Second, "with --target: how long to send")
 	billing := billingFlags(fs)
 	if err := env.parse(fs, args); err != nil {
 		return err
@@ -45,6 +50,12 @@ func runLoadgen(_ context.Context, env *environment, args []string) error {
 	}
 	if *accounts < 1 || *events < 0 {
 		return errors.New("--accounts must be ≥ 1 and --events ≥ 0")
+	}
+	if *target != "" {
+		if *batch < 1 || *clients < 1 || *duration <= 0 || *duration > time.Hour {
+			return errors.New("--batch and --clients must be ≥ 1 and --duration within (0, 1h]")
+		}
+		return httpLoad(ctx, env, *target, *apiKey, *batch, *clients, *duration, *accounts, cfg.Catalogue.ServiceIDs())
 	}
 	w := bufio.NewWriterSize(env.stdout, 1<<16)
 	if *out != "-" {

@@ -36,7 +36,7 @@ type env struct {
 	producedByOffset map[string]bool
 }
 
-func setup(t *testing.T, partitions int) *env {
+func setup(t testing.TB, partitions int) *env {
 	t.Helper()
 	brokers, topic := testinfra.Topic(t, partitions, nil)
 	_, dlq := testinfra.Topic(t, 1, nil)
@@ -54,7 +54,9 @@ func usage(id, account, service string, calls int, at string) []byte {
 		id, at, account, service, calls)
 }
 
-func produce(t *testing.T, e *env, msgs []kafka.Message) {
+func produce(t *testing.T, e *env, msgs []kafka.Message) { produceB(t, e, msgs) }
+
+func produceB(t testing.TB, e *env, msgs []kafka.Message) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 500}
 	defer w.Close()
@@ -68,7 +70,7 @@ func produce(t *testing.T, e *env, msgs []kafka.Message) {
 }
 
 // waitForProgress waits until the sink recorded progress to the end of every partition.
-func waitForProgress(t *testing.T, e *env, timeout time.Duration) {
+func waitForProgress(t testing.TB, e *env, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -126,10 +128,14 @@ func count(t *testing.T, e *env, q string, args ...any) uint64 {
 }
 
 func runSink(t *testing.T, e *env, ctx context.Context) chan error {
+	return runSinkWith(t, e, ctx, 100, 200*time.Millisecond)
+}
+
+func runSinkWith(t testing.TB, e *env, ctx context.Context, batchRows int, flush time.Duration) chan error {
 	t.Helper()
 	loc, _ := time.LoadLocation("Asia/Shanghai")
-	s, err := sink.New(sink.Config{Brokers: e.brokers, Topic: e.topic, DLQTopic: e.dlq, Group: e.grp, BatchRows: 100,
-		FlushInterval: 200 * time.Millisecond, SessionTimeout: 6 * time.Second, Location: loc, Services: settle.DefaultCatalogue()},
+	s, err := sink.New(sink.Config{Brokers: e.brokers, Topic: e.topic, DLQTopic: e.dlq, Group: e.grp, BatchRows: batchRows,
+		FlushInterval: flush, SessionTimeout: 6 * time.Second, Location: loc, Services: settle.DefaultCatalogue()},
 		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), sink.NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)

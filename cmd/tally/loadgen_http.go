@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// httpLoad posts batches of fresh usage events to an ingest API for a while, from concurrent
+// clients, and reports accepted events per second and request latency. Bounded in time and
+// meant for loopback only.
+func httpLoad(ctx context.Context, env *environment, target, apiKey string, batch, clients int, duration time.Duration, accounts int, services []string) error {
+	ctx, cancel := context.WithTimeout(ctx, duration)
+	defer cancel()
+	var accepted, failed atomic.Int64
+	var mu sync.Mutex
+	var latencies []time.Duration
+	start := time.Now()
+	var wg sync.WaitGroup
+	transport := &http.Transport{MaxIdleConnsPerHost: clients}
+	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	contentType := "application/cloudevents-batch+json"
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(c), uint64(start.UnixNano())))
+			var buf bytes.Buffer
+			var local []time.Duration
+			for n := 0; ctx.Err() == nil; n++ {
+				buf.Reset()
+				buf.WriteByte('[')
+				now := time.Now().UTC().Format(time.RFC3339Nano)
+				for i := range batch {
+					if i > 0 {
+						buf.WriteByte(',')
+					}
+					fmt.Fprintf(&buf, `{"specversion":"1.0","id":"lt-%d-%d-%d-%d","source":"loadgen","type":"tally.usage.v1","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d}}`,
+						start.UnixNano(), c, n, i, now, r.IntN(accounts), services[r.IntN(len(services))], 1+r.IntN(10))
+				}
+				buf.WriteByte(']')
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(buf.Bytes()))
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				req.Header.Set("Content-Type", contentType)
+				if apiKey != "" {
+					req.Header.Set("Authorization", "Bearer "+apiKey)
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						failed.Add(1)
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					continue
+				}
+				local = append(local, time.Since(t0))
+				accepted.Add(int64(batch))
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(latencies)
+	pct := func(p float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))]
+	}
+	fmt.Fprintf(env.stdout, "batch=%d clients=%d duration=%s accepted=%d events (%.0f events/s) requests=%d failed=%d latency p50=%s p99=%s\n",
+		batch, clients, elapsed.Round(time.Millisecond), accepted.Load(), float64(accepted.Load())/elapsed.Seconds(),
+		len(latencies), failed.Load(), pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	return nil
+}
