@@ -27,6 +27,7 @@ import (
 
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -89,50 +90,8 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 // its new partitions from their progress in ClickHouse.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.dlq.Close()
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID: s.cfg.Group, Brokers: s.cfg.Brokers, Topics: []string{s.cfg.Topic},
-		StartOffset: kafka.FirstOffset, SessionTimeout: s.cfg.SessionTimeout, RebalanceTimeout: s.cfg.SessionTimeout,
-		HeartbeatInterval: s.cfg.SessionTimeout / 6, JoinGroupBackoff: time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { s.log.Warn("kafka consumer group: " + fmt.Sprintf(msg, args...)) }),
-	})
-	if err != nil {
-		return fmt.Errorf("sink: join consumer group %s: %w", s.cfg.Group, err)
-	}
-	defer group.Close()
-	for {
-		gen, err := group.Next(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			s.log.Warn("sink: consumer group generation failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		parts := gen.Assignments[s.cfg.Topic]
-		s.log.Info("sink: partitions assigned", "generation", gen.ID, "partitions", len(parts))
-		for _, a := range parts {
-			partition := a.ID
-			gen.Start(func(ctx context.Context) {
-				for ctx.Err() == nil {
-					err := s.consume(ctx, gen, partition)
-					if err == nil || ctx.Err() != nil {
-						return
-					}
-					s.metrics.Errors.Inc()
-					s.log.Error("sink: partition failed; retrying from its recorded progress", "partition", partition, "err", err)
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Second):
-					}
-				}
-			})
-		}
-	}
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
+		s.log, s.metrics.Errors.Inc, s.consume)
 }
 
 // consume runs one partition until ctx ends or a write fails (the caller then restarts it from

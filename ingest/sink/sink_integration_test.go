@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,66 +55,13 @@ func usage(id, account, service string, calls int, at string) []byte {
 
 func produce(t *testing.T, e *env, msgs []kafka.Message) { produceB(t, e, msgs) }
 
-func produceB(t testing.TB, e *env, msgs []kafka.Message) {
-	t.Helper()
-	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 500}
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for i := 0; i < len(msgs); i += 500 {
-		if err := w.WriteMessages(ctx, msgs[i:min(i+500, len(msgs))]...); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+func produceB(t testing.TB, e *env, msgs []kafka.Message) { testinfra.Produce(t, e.brokers, e.topic, msgs) }
 
 // waitForProgress waits until the sink recorded progress to the end of every partition.
 func waitForProgress(t testing.TB, e *env, timeout time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	client := &kafka.Client{Addr: kafka.TCP(e.brokers...)}
-	var offs []kafka.OffsetRequest
-	for p := range e.partitions {
-		offs = append(offs, kafka.LastOffsetOf(p))
-	}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{e.topic: offs}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	for _, po := range resp.Topics[e.topic] {
-		if po.LastOffset > 0 {
-			want[int32(po.Partition)] = po.LastOffset
-		}
-	}
-	for {
-		got := map[int32]int64{}
-		rows, err := e.conn.Query(ctx, "SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? GROUP BY kafka_partition", e.grp)
-		if err == nil {
-			for rows.Next() {
-				var p int32
-				var o int64
-				_ = rows.Scan(&p, &o)
-				got[p] = o
-			}
-			rows.Close()
-		}
-		done := true
-		for p, o := range want {
-			if got[p] < o {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("sink progress %v never reached the partition ends %v", got, want)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, e.partitions), timeout,
+		"SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? GROUP BY kafka_partition", e.grp)
 }
 
 func count(t *testing.T, e *env, q string, args ...any) uint64 {
@@ -213,11 +159,7 @@ func TestSinkSurvivesSIGKILL(t *testing.T) {
 		t.Skip("kills processes for a minute")
 	}
 	e := setup(t, 3)
-	bin := filepath.Join(t.TempDir(), "tally")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/tally")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build tally: %v\n%s", err, out)
-	}
+	bin := testinfra.BuildTally(t, "../..")
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.topic, "--topic-usage-dlq", e.dlq,
 			"--group", e.grp, "--clickhouse-protocol", "http", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.cfg.Database,

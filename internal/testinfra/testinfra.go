@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
@@ -129,4 +132,85 @@ func ClickHouse(t testing.TB, protocol clickhouse.Protocol) (driver.Conn, chx.Co
 		_ = conn.Close()
 	})
 	return conn, cfg
+}
+
+// Produce writes messages to topic (account-keyed partitioning, all replicas acknowledging).
+func Produce(t testing.TB, brokers []string, topic string, msgs []kafka.Message) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 500}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := 0; i < len(msgs); i += 500 {
+		if err := w.WriteMessages(ctx, msgs[i:min(i+500, len(msgs))]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// EndOffsets returns, for each non-empty partition of topic, the offset after its last record.
+func EndOffsets(t testing.TB, brokers []string, topic string, partitions int) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var offs []kafka.OffsetRequest
+	for p := range partitions {
+		offs = append(offs, kafka.LastOffsetOf(p))
+	}
+	resp, err := (&kafka.Client{Addr: kafka.TCP(brokers...)}).ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: offs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.LastOffset > 0 {
+			out[int32(po.Partition)] = po.LastOffset
+		}
+	}
+	return out
+}
+
+// WaitForOffsets polls query (returning partition, offset rows) until every partition of want
+// has reached its offset, or fails the test after timeout.
+func WaitForOffsets(t testing.TB, conn driver.Conn, want map[int32]int64, timeout time.Duration, query string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := map[int32]int64{}
+		if rows, err := conn.Query(context.Background(), query, args...); err == nil {
+			for rows.Next() {
+				var p int32
+				var o int64
+				if rows.Scan(&p, &o) == nil {
+					got[p] = o
+				}
+			}
+			rows.Close()
+		}
+		done := true
+		for p, o := range want {
+			if got[p] < o {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("offsets %v never reached %v", got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// BuildTally builds the tally binary for tests that run (and kill) it as a process.
+func BuildTally(t testing.TB, moduleRoot string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tally")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tally")
+	cmd.Dir = moduleRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build tally: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -1,0 +1,245 @@
+// Package aggregate keeps the running monthly totals per (account, service, billing month) that
+// gateways, dashboards and support look at during the month.
+//
+// State is kept per Kafka partition of the usage topic: an account's events all land in one
+// partition, so a partition's totals are complete for its accounts and move whole on a rebalance.
+// A partition's state is a pure function of the records before its next offset:
+//
+//   - totals add the calls of every valid record whose identity (account, service, month, id) is
+//     not among the identities of the previous Window records (gateway retries);
+//   - checkpoints store the totals with the offset they include; a restart loads the checkpoint,
+//     re-reads the Window records before it to rebuild the dedup window, and continues from there,
+//     so totals after a crash are exactly what they would have been.
+//
+// Duplicates further apart than the window are counted twice here; bills never depend on these
+// totals (settlement recounts from ClickHouse), and `tally reconcile` reports any difference.
+package aggregate
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Key names one running total.
+type Key struct {
+	Account string
+	Service string
+	Period  settle.Period
+}
+
+// Window remembers the identities of the last N records, to drop retries. Memory: about
+// BytesPerID bytes per remembered record plus the identity's own length.
+type Window struct {
+	ring  []string
+	next  int
+	full  bool
+	count map[string]int
+}
+
+// BytesPerID is the measured overhead of one remembered identity (ring slot, map entry, string
+// header), excluding the identity's bytes; see BENCHMARKS.md.
+const BytesPerID = 64
+
+// NewWindow remembers n records (n ≥ 1).
+func NewWindow(n int) *Window {
+	return &Window{ring: make([]string, max(n, 1)), count: make(map[string]int, max(n, 1))}
+}
+
+// Seen reports whether id is among the remembered records, then remembers it as the newest
+// (forgetting the oldest). An empty id (an invalid record) takes a slot but matches nothing.
+func (w *Window) Seen(id string) bool {
+	dup := id != "" && w.count[id] > 0
+	if w.full {
+		old := w.ring[w.next]
+		if old != "" {
+			if w.count[old]--; w.count[old] == 0 {
+				delete(w.count, old)
+			}
+		}
+	}
+	w.ring[w.next] = id
+	if id != "" {
+		w.count[id]++
+	}
+	w.next++
+	if w.next == len(w.ring) {
+		w.next, w.full = 0, true
+	}
+	return dup
+}
+
+// Len is the number of records remembered.
+func (w *Window) Len() int {
+	if w.full {
+		return len(w.ring)
+	}
+	return w.next
+}
+
+// Partition is the fold state of one usage partition. Methods are safe for concurrent use by
+// one folding goroutine and any number of readers.
+type Partition struct {
+	mu        sync.RWMutex
+	totals    map[Key]int64
+	byAccount map[string][]Key // index of totals for the query API
+	dirty     map[Key]struct{}
+	window    *Window
+	next      int64 // the offset of the next record to fold
+	loc       *time.Location
+	cat       ingest.ServiceChecker
+
+	folded, duplicates, invalid int64
+}
+
+// NewPartition starts a partition at offset next with the given totals (from a checkpoint).
+func NewPartition(totals map[Key]int64, next int64, window int, loc *time.Location, cat ingest.ServiceChecker) *Partition {
+	p := &Partition{totals: map[Key]int64{}, byAccount: map[string][]Key{}, dirty: map[Key]struct{}{}, window: NewWindow(window), next: next, loc: loc, cat: cat}
+	for k, v := range totals {
+		p.add(k, v)
+	}
+	clear(p.dirty)
+	return p
+}
+
+// Record is what the fold needs of a Kafka record.
+type Record struct {
+	Offset int64
+	Value  []byte
+	Time   time.Time // when ingest received it
+}
+
+// identity of a usage event, as one string for the window.
+func identity(u ingest.Usage, p settle.Period) string {
+	return u.Account + "\x00" + u.Service + "\x00" + p.String() + "\x00" + u.ID
+}
+
+// decode validates a record as usage; ok is false for records the sink dead-letters.
+func (p *Partition) decode(r Record) (ingest.Usage, settle.Period, bool) {
+	ev, err := cloudevent.Decode(r.Value)
+	if err != nil {
+		return ingest.Usage{}, settle.Period{}, false
+	}
+	u, err := ingest.ParseUsage(ev, r.Time, p.cat)
+	if err != nil {
+		return ingest.Usage{}, settle.Period{}, false
+	}
+	return u, settle.PeriodOf(u.Time, p.loc), true
+}
+
+// Warm remembers records that come before the partition's start offset, without folding them:
+// after a restart it rebuilds the dedup window from the records before the checkpoint.
+func (p *Partition) Warm(r Record) {
+	u, per, ok := p.decode(r)
+	id := ""
+	if ok {
+		id = identity(u, per)
+	}
+	p.mu.Lock()
+	p.window.Seen(id)
+	p.mu.Unlock()
+}
+
+// Fold adds one record. Records must come in offset order from the partition's next offset.
+func (p *Partition) Fold(r Record) {
+	u, per, ok := p.decode(r)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next = r.Offset + 1
+	if !ok {
+		p.window.Seen("")
+		p.invalid++
+		return
+	}
+	if p.window.Seen(identity(u, per)) {
+		p.duplicates++
+		return
+	}
+	p.add(Key{Account: u.Account, Service: u.Service, Period: per}, u.Calls)
+	p.folded++
+}
+
+func (p *Partition) add(k Key, calls int64) {
+	if _, ok := p.totals[k]; !ok {
+		p.byAccount[k.Account] = append(p.byAccount[k.Account], k)
+	}
+	p.totals[k] += calls
+	p.dirty[k] = struct{}{}
+}
+
+// Next is the offset of the next record to fold.
+func (p *Partition) Next() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.next
+}
+
+// TakeDirty returns the totals changed since the last call, and the offset they include.
+func (p *Partition) TakeDirty() (map[Key]int64, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[Key]int64, len(p.dirty))
+	for k := range p.dirty {
+		out[k] = p.totals[k]
+	}
+	clear(p.dirty)
+	return out, p.next
+}
+
+// Restore marks keys dirty again after a failed checkpoint write.
+func (p *Partition) Restore(keys map[Key]int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k := range keys {
+		p.dirty[k] = struct{}{}
+	}
+}
+
+// Account returns the account's totals for a period, by service.
+func (p *Partition) Account(account string, per settle.Period) map[string]int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[string]int64{}
+	for _, k := range p.byAccount[account] {
+		if k.Period == per {
+			out[k.Service] = p.totals[k]
+		}
+	}
+	return out
+}
+
+// Totals copies every total (for reconciliation and tests), sorted keys not guaranteed.
+func (p *Partition) Totals() map[Key]int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make(map[Key]int64, len(p.totals))
+	for k, v := range p.totals {
+		out[k] = v
+	}
+	return out
+}
+
+// Stats reports records folded, dropped as duplicates and skipped as invalid.
+func (p *Partition) Stats() (folded, duplicates, invalid int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.folded, p.duplicates, p.invalid
+}
+
+// SortKeys orders keys by account, service, period.
+func SortKeys(keys []Key) {
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.Account != b.Account {
+			return a.Account < b.Account
+		}
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		return a.Period.Before(b.Period)
+	})
+}

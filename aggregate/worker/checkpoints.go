@@ -1,0 +1,78 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tally-billing/tally/aggregate"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Checkpoints stores partition totals in ClickHouse (aggregate_totals, aggregate_checkpoints).
+type Checkpoints struct {
+	ch       driver.Conn
+	consumer string
+	topic    string
+}
+
+// Load returns the partition's totals as of its last committed checkpoint and the offset they
+// include (0 and no totals when there is none).
+func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Key]int64, int64, error) {
+	var next int64
+	if err := c.ch.QueryRow(ctx, "SELECT max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
+		c.consumer, c.topic, int32(partition)).Scan(&next); err != nil {
+		return nil, 0, fmt.Errorf("read checkpoint of partition %d: %w", partition, err)
+	}
+	totals := map[aggregate.Key]int64{}
+	if next == 0 {
+		return totals, 0, nil
+	}
+	rows, err := c.ch.Query(ctx, `SELECT account, service, period, argMax(calls, next_offset) FROM aggregate_totals
+		WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ? AND next_offset <= ?
+		GROUP BY account, service, period`, c.consumer, c.topic, int32(partition), next)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read totals of partition %d: %w", partition, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k aggregate.Key
+		var period uint32
+		var calls uint64
+		if err := rows.Scan(&k.Account, &k.Service, &period, &calls); err != nil {
+			return nil, 0, err
+		}
+		k.Period = settle.Period{Year: int(period / 100), Month: time.Month(period % 100)}
+		totals[k] = int64(calls)
+	}
+	return totals, next, rows.Err()
+}
+
+// Save writes the changed totals, then commits the checkpoint at next.
+func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggregate.Key]int64, next int64) error {
+	token := fmt.Sprintf("agg-%s-%s-%d-%d", c.consumer, c.topic, partition, next)
+	if len(changed) > 0 {
+		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+		b, err := c.ch.PrepareBatch(ictx, "INSERT INTO aggregate_totals (consumer, kafka_topic, kafka_partition, next_offset, account, service, period, calls)")
+		if err != nil {
+			return fmt.Errorf("prepare checkpoint: %w", err)
+		}
+		for k, v := range changed {
+			if err := b.Append(c.consumer, c.topic, int32(partition), next, k.Account, k.Service, uint32(k.Period.Year*100+int(k.Period.Month)), uint64(v)); err != nil {
+				_ = b.Abort()
+				return err
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("write checkpoint totals: %w", err)
+		}
+	}
+	if err := c.ch.Exec(ctx, "INSERT INTO aggregate_checkpoints (consumer, kafka_topic, kafka_partition, next_offset, keys, written_at) VALUES (?, ?, ?, ?, ?, ?)",
+		c.consumer, c.topic, int32(partition), next, uint32(len(changed)), time.Now().UTC()); err != nil {
+		return fmt.Errorf("commit checkpoint: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics of the aggregator.
+type Metrics struct {
+	Records           prometheus.Counter
+	Errors            prometheus.Counter
+	Freshness         prometheus.Histogram
+	CheckpointSeconds prometheus.Histogram
+	Lag               *prometheus.GaugeVec
+}
+
+// NewMetrics registers the aggregator metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Records: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregate_records_total", Help: "Usage records folded (including retries dropped and invalid ones)."}),
+		Errors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregate_partition_errors_total", Help: "Partition failures (each retried from its checkpoint)."}),
+		Freshness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_aggregate_freshness_seconds",
+			Help: "From ingest's receive time to the record folded into the running totals.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		CheckpointSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_aggregate_checkpoint_seconds", Help: "Time to write one checkpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_consumer_lag", Help: "Records behind the end of the partition."}, []string{"partition"}),
+	}
+	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.Lag)
+	return m
+}

@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tally-billing/tally/settle"
+)
+
+// Difference is a (account, service) whose running total for the period differs from the exact
+// recount of usage_events.
+type Difference struct {
+	Account, Service string
+	Running, Exact   int64
+}
+
+// Reconcile compares the period's running totals, as of each partition's last committed
+// checkpoint, with an exact recount from usage_events (FINAL: every identity once). Run it when
+// the aggregator and the sink have caught up, or differences only say that one is behind.
+func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p settle.Period) ([]Difference, error) {
+	period := uint32(p.Year*100 + int(p.Month))
+	type key struct{ account, service string }
+	running := map[key]int64{}
+	rows, err := ch.Query(ctx, `
+		SELECT account, service, toInt64(sum(calls)) FROM (
+			SELECT t.kafka_partition AS part, t.account AS account, t.service AS service, argMax(t.calls, t.next_offset) AS calls
+			FROM aggregate_totals AS t
+			INNER JOIN (SELECT kafka_partition, max(next_offset) AS committed FROM aggregate_checkpoints
+			            WHERE consumer = ? AND kafka_topic = ? GROUP BY kafka_partition) AS c ON t.kafka_partition = c.kafka_partition
+			WHERE t.consumer = ? AND t.kafka_topic = ? AND t.period = ? AND t.next_offset <= c.committed
+			GROUP BY part, account, service)
+		GROUP BY account, service`, consumer, topic, consumer, topic, period)
+	if err != nil {
+		return nil, fmt.Errorf("read running totals: %w", err)
+	}
+	for rows.Next() {
+		var k key
+		var v int64
+		if err := rows.Scan(&k.account, &k.service, &v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		running[k] = v
+	}
+	rows.Close()
+	exact := map[key]int64{}
+	rows, err = ch.Query(ctx, `SELECT account, service, toInt64(sum(calls)) FROM usage_events FINAL WHERE period = ? GROUP BY account, service`, period)
+	if err != nil {
+		return nil, fmt.Errorf("recount usage_events: %w", err)
+	}
+	for rows.Next() {
+		var k key
+		var v int64
+		if err := rows.Scan(&k.account, &k.service, &v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		exact[k] = v
+	}
+	rows.Close()
+	var out []Difference
+	for k, v := range exact {
+		if running[k] != v {
+			out = append(out, Difference{Account: k.account, Service: k.service, Running: running[k], Exact: v})
+		}
+	}
+	for k, v := range running {
+		if _, ok := exact[k]; !ok && v != 0 {
+			out = append(out, Difference{Account: k.account, Service: k.service, Running: v})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Account != out[j].Account {
+			return out[i].Account < out[j].Account
+		}
+		return out[i].Service < out[j].Service
+	})
+	return out, nil
+}

@@ -1,0 +1,224 @@
+// Package worker runs the aggregator on Kafka and ClickHouse: a consumer group on the usage topic
+// folding each assigned partition (aggregate.Partition), checkpoints in ClickHouse, the latest
+// totals published to a compacted topic, and the state the query API reads.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/aggregate"
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Config of the aggregator.
+type Config struct {
+	Brokers     []string
+	Topic       string
+	TotalsTopic string // compacted; empty: do not publish
+	Group       string
+	// Window is how many records back a retry is recognised.
+	Window int
+	// CheckpointInterval is how often totals are checkpointed and published.
+	CheckpointInterval time.Duration
+	SessionTimeout     time.Duration
+	Location           *time.Location
+	Services           ingest.ServiceChecker
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 || c.Topic == "" || c.Group == "" {
+		errs = append(errs, errors.New("aggregate: brokers, topic and group are required"))
+	}
+	if c.Window < 1 || c.CheckpointInterval <= 0 || c.SessionTimeout <= 0 {
+		errs = append(errs, errors.New("aggregate: window, checkpoint interval and session timeout must be positive"))
+	}
+	if c.Location == nil || c.Services == nil {
+		errs = append(errs, errors.New("aggregate: billing location and service catalogue are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Worker is the running aggregator.
+type Worker struct {
+	cfg     Config
+	store   *Checkpoints
+	totals  *kafka.Writer
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu    sync.RWMutex
+	parts map[int]*aggregate.Partition
+}
+
+// New builds the aggregator; ch is a connection to the database with the aggregate tables.
+func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, store: &Checkpoints{ch: ch, consumer: cfg.Group, topic: cfg.Topic}, log: log, metrics: metrics, parts: map[int]*aggregate.Partition{}}
+	if cfg.TotalsTopic != "" {
+		w.totals = &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.TotalsTopic, Balancer: &kafka.Murmur2Balancer{},
+			RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, Compression: kafka.Lz4}
+	}
+	return w, nil
+}
+
+// Run folds until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.totals != nil {
+		defer w.totals.Close()
+	}
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Group: w.cfg.Group, SessionTimeout: w.cfg.SessionTimeout},
+		w.log, w.metrics.Errors.Inc, w.consume)
+}
+
+func (w *Worker) reader(partition int) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond, QueueCapacity: 4096})
+}
+
+func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition int) error {
+	totals, next, err := w.store.Load(ctx, partition)
+	if err != nil {
+		return err
+	}
+	p := aggregate.NewPartition(totals, next, w.cfg.Window, w.cfg.Location, w.cfg.Services)
+	if err := w.warm(ctx, p, partition, next); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.parts[partition] = p
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.parts, partition)
+		w.mu.Unlock()
+	}()
+	w.log.Info("aggregate: folding", "partition", partition, "from_offset", next, "keys", len(totals))
+
+	r := w.reader(partition)
+	defer r.Close()
+	start := next
+	if start == 0 {
+		start = kafka.FirstOffset
+	}
+	if err := r.SetOffset(start); err != nil {
+		return fmt.Errorf("seek partition %d: %w", partition, err)
+	}
+	lag := w.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
+	tick := time.NewTicker(w.cfg.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		fctx, cancel := context.WithTimeout(ctx, w.cfg.CheckpointInterval)
+		m, err := r.FetchMessage(fctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			// Revoked or stopping: checkpoint what is folded so the next owner starts from here.
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			return w.checkpoint(sctx, gen, p, partition)
+		case err == nil:
+			p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
+			w.metrics.Records.Inc()
+			w.metrics.Freshness.Observe(time.Since(m.Time).Seconds())
+		case !errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("fetch partition %d: %w", partition, err)
+		}
+		select {
+		case <-tick.C:
+			lag.Set(float64(r.Stats().Lag))
+			if err := w.checkpoint(ctx, gen, p, partition); err != nil {
+				return err
+			}
+		default:
+		}
+	}
+}
+
+// warm rebuilds the dedup window from the Window records before next.
+func (w *Worker) warm(ctx context.Context, p *aggregate.Partition, partition int, next int64) error {
+	if next == 0 {
+		return nil
+	}
+	from := max(0, next-int64(w.cfg.Window))
+	r := w.reader(partition)
+	defer r.Close()
+	if err := r.SetOffset(from); err != nil {
+		return fmt.Errorf("seek partition %d for the dedup window: %w", partition, err)
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("rebuild dedup window of partition %d: %w", partition, err)
+		}
+		if m.Offset >= next {
+			return nil
+		}
+		p.Warm(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
+		if m.Offset == next-1 {
+			return nil
+		}
+	}
+}
+
+// TotalUpdate is what the compacted totals topic carries (key: account|service|period).
+type TotalUpdate struct {
+	Account string `json:"account"`
+	Service string `json:"service"`
+	Period  string `json:"period"`
+	Calls   int64  `json:"calls"`
+}
+
+func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int) error {
+	changed, next := p.TakeDirty()
+	if len(changed) == 0 {
+		return nil
+	}
+	start := time.Now()
+	if err := w.store.Save(ctx, partition, changed, next); err != nil {
+		p.Restore(changed)
+		return err
+	}
+	w.metrics.CheckpointSeconds.Observe(time.Since(start).Seconds())
+	if w.totals != nil {
+		msgs := make([]kafka.Message, 0, len(changed))
+		for k, v := range changed {
+			raw, _ := json.Marshal(TotalUpdate{Account: k.Account, Service: k.Service, Period: k.Period.String(), Calls: v})
+			msgs = append(msgs, kafka.Message{Key: []byte(k.Account + "|" + k.Service + "|" + k.Period.String()), Value: raw})
+		}
+		if err := w.totals.WriteMessages(ctx, msgs...); err != nil {
+			w.log.Warn("aggregate: publishing totals failed (they are checkpointed; the next change republishes)", "err", err)
+		}
+	}
+	_ = gen.CommitOffsets(map[string]map[int]int64{w.cfg.Topic: {partition: next}})
+	return nil
+}
+
+// AccountUsage returns an account's running totals for a period, by service, from the
+// partitions this instance folds; ok is false when none of them has the account's data ready.
+func (w *Worker) AccountUsage(account string, per settle.Period) (map[string]int64, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := map[string]int64{}
+	for _, p := range w.parts {
+		for s, v := range p.Account(account, per) {
+			out[s] += v
+		}
+	}
+	return out, len(w.parts) > 0
+}

@@ -1,0 +1,232 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/aggregate/worker"
+	chschema "github.com/tally-billing/tally/deploy/clickhouse"
+	"github.com/tally-billing/tally/ingest/sink"
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
+)
+
+var shanghai, _ = time.LoadLocation("Asia/Shanghai")
+
+type env struct {
+	brokers    []string
+	topic      string
+	partitions int
+	conn       driver.Conn
+	cfg        chx.Config
+	group      string
+}
+
+func setup(t *testing.T, partitions int) *env {
+	t.Helper()
+	brokers, topic := testinfra.Topic(t, partitions, nil)
+	conn, cfg := testinfra.ClickHouse(t, clickhouse.Native)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	return &env{brokers: brokers, topic: topic, partitions: partitions, conn: conn, cfg: cfg, group: testinfra.UniqueName(t, "agg")}
+}
+
+// workload is usage over two months with gateway retries 20–400 records behind the original
+// (within a dedup window of 1000, and often across a checkpoint), and the exact totals.
+func workload(n int, seed uint64) ([]kafka.Message, map[string]int64) {
+	r := rand.New(rand.NewPCG(seed, seed))
+	var msgs []kafka.Message
+	want := map[string]int64{}
+	retries := map[int][]kafka.Message{}
+	for i := range n {
+		msgs = append(msgs, retries[i]...)
+		delete(retries, i)
+		acct := fmt.Sprintf("acct-%d", r.IntN(40))
+		svc := []string{"image-tagging", "vehicle-recognition", "smart-cropping"}[r.IntN(3)]
+		month := 10 + r.IntN(2)
+		calls := 1 + r.IntN(20)
+		raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"w%d","source":"gw","type":"tally.usage.v1","time":"2026-%02d-1%dT10:00:00+08:00","data":{"account":%q,"service":%q,"calls":%d}}`,
+			i, month, r.IntN(9), acct, svc, calls)
+		msgs = append(msgs, kafka.Message{Key: []byte(acct), Value: raw})
+		if r.IntN(10) == 0 {
+			at := i + 20 + r.IntN(380)
+			retries[at] = append(retries[at], kafka.Message{Key: []byte(acct), Value: raw})
+		}
+		want[fmt.Sprintf("%s|%s|2026-%02d", acct, svc, month)] += int64(calls)
+	}
+	for _, late := range retries {
+		msgs = append(msgs, late...)
+	}
+	return msgs, want
+}
+
+func startSink(t *testing.T, e *env, ctx context.Context) {
+	t.Helper()
+	_, dlq := testinfra.Topic(t, 1, nil)
+	s, err := sink.New(sink.Config{Brokers: e.brokers, Topic: e.topic, DLQTopic: dlq, Group: e.group + "-sink", BatchRows: 2000,
+		FlushInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), sink.NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Run(ctx) }()
+}
+
+func waitCaughtUp(t *testing.T, e *env) {
+	t.Helper()
+	end := testinfra.EndOffsets(t, e.brokers, e.topic, e.partitions)
+	testinfra.WaitForOffsets(t, e.conn, end, 3*time.Minute,
+		"SELECT kafka_partition, max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? GROUP BY kafka_partition", e.group)
+	testinfra.WaitForOffsets(t, e.conn, end, 3*time.Minute,
+		"SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? GROUP BY kafka_partition", e.group+"-sink")
+}
+
+func checkExact(t *testing.T, e *env, want map[string]int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range []settle.Period{{Year: 2026, Month: 10}, {Year: 2026, Month: 11}} {
+		diffs, err := worker.Reconcile(ctx, e.conn, e.group, e.topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(diffs) != 0 {
+			t.Fatalf("%s: running totals differ from the exact recount: %+v", p, diffs)
+		}
+	}
+	// And the recount itself is what was produced.
+	rows, err := e.conn.Query(ctx, "SELECT account, service, period, toInt64(sum(calls)) FROM usage_events FINAL GROUP BY account, service, period")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]int64{}
+	for rows.Next() {
+		var a, s string
+		var per uint32
+		var n int64
+		if err := rows.Scan(&a, &s, &per, &n); err != nil {
+			t.Fatal(err)
+		}
+		got[fmt.Sprintf("%s|%s|%d-%02d", a, s, per/100, per%100)] = n
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d totals, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("%s = %d, want %d", k, got[k], v)
+		}
+	}
+}
+
+// The aggregator killed with SIGKILL at random moments, many times: after it catches up, every
+// running total equals the exact recount.
+func TestAggregateSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills processes for a minute")
+	}
+	e := setup(t, 3)
+	msgs, want := workload(20_000, 7)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startSink(t, e, ctx)
+	bin := testinfra.BuildTally(t, "../..")
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "aggregate", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.topic, "--topic-usage-totals", "",
+			"--topic-accounts", e.topic, "--group", e.group, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.cfg.Database,
+			"--dedup-window", "1000", "--checkpoint-interval", "100ms", "--session-timeout", "6s", "--api-addr", "", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	const rounds = 6
+	chunk := len(msgs)/(rounds+1) + 1
+	count := func() uint64 {
+		var n uint64
+		_ = e.conn.QueryRow(context.Background(), "SELECT count() FROM aggregate_checkpoints WHERE consumer = ?", e.group).Scan(&n)
+		return n
+	}
+	// Each round: new records, a fresh process that has checkpointed at least once (so it owns
+	// partitions and is mid-stream), then SIGKILL at a random instant.
+	kills := 0
+	for ; kills < rounds; kills++ {
+		part := msgs[kills*chunk : min((kills+1)*chunk, len(msgs))]
+		before := count()
+		cmd := start()
+		produced := make(chan struct{})
+		go func() { // keep records arriving while the process folds, so the kill lands mid-stream
+			defer close(produced)
+			for i := 0; i < len(part); i += len(part)/10 + 1 {
+				testinfra.Produce(t, e.brokers, e.topic, part[i:min(i+len(part)/10+1, len(part))])
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		deadline := time.Now().Add(45 * time.Second)
+		for count() == before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(r.IntN(500)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		<-produced
+	}
+	testinfra.Produce(t, e.brokers, e.topic, msgs[min(rounds*chunk, len(msgs)):])
+	cmd := start()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	waitCaughtUp(t, e)
+	checkExact(t, e, want)
+	t.Logf("%d kills, %d records, %d totals exact", kills, len(msgs), len(want))
+}
+
+// Two aggregators in one group, one stopped mid-run: the other takes over its partitions from
+// their checkpoints and the totals stay exact.
+func TestTwoAggregatorsOneStopped(t *testing.T) {
+	e := setup(t, 4)
+	msgs, want := workload(12_000, 11)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startSink(t, e, ctx)
+	newWorker := func() *worker.Worker {
+		w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, CheckpointInterval: 100 * time.Millisecond,
+			SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+			e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(prometheus.NewRegistry()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	ctxA, stopA := context.WithCancel(ctx)
+	doneA := make(chan error, 1)
+	go func() { doneA <- newWorker().Run(ctxA) }()
+	go func() { _ = newWorker().Run(ctx) }()
+	testinfra.Produce(t, e.brokers, e.topic, msgs[:len(msgs)/2])
+	time.Sleep(3 * time.Second)
+	stopA()
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	testinfra.Produce(t, e.brokers, e.topic, msgs[len(msgs)/2:])
+	waitCaughtUp(t, e)
+	checkExact(t, e, want)
+}
