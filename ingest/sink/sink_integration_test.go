@@ -55,7 +55,9 @@ func usage(id, account, service string, calls int, at string) []byte {
 
 func produce(t *testing.T, e *env, msgs []kafka.Message) { produceB(t, e, msgs) }
 
-func produceB(t testing.TB, e *env, msgs []kafka.Message) { testinfra.Produce(t, e.brokers, e.topic, msgs) }
+func produceB(t testing.TB, e *env, msgs []kafka.Message) {
+	testinfra.Produce(t, e.brokers, e.topic, msgs)
+}
 
 // waitForProgress waits until the sink recorded progress to the end of every partition.
 func waitForProgress(t testing.TB, e *env, timeout time.Duration) {
