@@ -43,7 +43,7 @@ type Window struct {
 
 // BytesPerID is the measured overhead of one remembered identity (ring slot, map entry, string
 // header), excluding the identity's bytes; see BENCHMARKS.md.
-const BytesPerID = 64
+const BytesPerID = 72
 
 // NewWindow remembers n records (n ≥ 1).
 func NewWindow(n int) *Window {

@@ -1,0 +1,47 @@
+package aggregate
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/tally-billing/tally/settle"
+)
+
+// BenchmarkFold: decode, validate, dedup and add one usage record (one core).
+func BenchmarkFold(b *testing.B) {
+	recs := make([]Record, 100_000)
+	for i := range recs {
+		recs[i] = rec(int64(i), fmt.Sprintf("e%d", i), fmt.Sprintf("acct-%d", i%5000), "image-tagging", 1+i%9, "2026-10-05T10:00:00+08:00")
+	}
+	p := NewPartition(nil, 0, 100_000, shanghai, settle.DefaultCatalogue())
+	b.ResetTimer()
+	for i := range b.N {
+		r := recs[i%len(recs)]
+		r.Offset = int64(i)
+		p.Fold(r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkWindowMemory measures the heap held per remembered identity.
+func BenchmarkWindowMemory(b *testing.B) {
+	const n = 1_000_000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("acct-%06d\x00image-tagging\x002026-10\x00req-%012d", i%5000, i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	w := NewWindow(n)
+	for _, id := range ids {
+		w.Seen(id)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/id-overhead")
+	b.ReportMetric(float64(len(ids[0])), "bytes/id-text")
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(ids)
+}
