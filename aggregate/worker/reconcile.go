@@ -22,9 +22,7 @@ type Difference struct {
 // the aggregator and the sink have caught up, or differences only say that one is behind.
 func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p settle.Period) ([]Difference, error) {
 	period := uint32(p.Year*100 + int(p.Month))
-	type key struct{ account, service string }
-	running := map[key]int64{}
-	rows, err := ch.Query(ctx, `
+	running, err := sums(ctx, ch, `
 		SELECT account, service, toInt64(sum(calls)) FROM (
 			SELECT t.kafka_partition AS part, t.account AS account, t.service AS service, argMax(t.calls, t.next_offset) AS calls
 			FROM aggregate_totals AS t
@@ -36,31 +34,10 @@ func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p se
 	if err != nil {
 		return nil, fmt.Errorf("read running totals: %w", err)
 	}
-	for rows.Next() {
-		var k key
-		var v int64
-		if err := rows.Scan(&k.account, &k.service, &v); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		running[k] = v
-	}
-	rows.Close()
-	exact := map[key]int64{}
-	rows, err = ch.Query(ctx, `SELECT account, service, toInt64(sum(calls)) FROM usage_events FINAL WHERE period = ? GROUP BY account, service`, period)
+	exact, err := sums(ctx, ch, `SELECT account, service, toInt64(sum(calls)) FROM usage_events FINAL WHERE period = ? GROUP BY account, service`, period)
 	if err != nil {
 		return nil, fmt.Errorf("recount usage_events: %w", err)
 	}
-	for rows.Next() {
-		var k key
-		var v int64
-		if err := rows.Scan(&k.account, &k.service, &v); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		exact[k] = v
-	}
-	rows.Close()
 	var out []Difference
 	for k, v := range exact {
 		if running[k] != v {
@@ -79,4 +56,25 @@ func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p se
 		return out[i].Service < out[j].Service
 	})
 	return out, nil
+}
+
+type accountService struct{ account, service string }
+
+// sums runs a query returning (account, service, calls) rows.
+func sums(ctx context.Context, ch driver.Conn, query string, args ...any) (map[accountService]int64, error) {
+	rows, err := ch.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[accountService]int64{}
+	for rows.Next() {
+		var k accountService
+		var v int64
+		if err := rows.Scan(&k.account, &k.service, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
 }

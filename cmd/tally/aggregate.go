@@ -2,20 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/tally-billing/tally/aggregate/worker"
-	"github.com/tally-billing/tally/internal/chx"
-	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -31,8 +22,7 @@ func init() {
 }
 
 func runAggregate(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("aggregate", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("aggregate")
 	kf := addKafkaFlags(fs)
 	tf := addTopicFlags(fs)
 	cf := addClickHouseFlags(fs)
@@ -55,57 +45,33 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	chcfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	conn, err := chx.Open(ctx, chcfg)
+	conn, err := cf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	reg := telemetry.NewRegistry()
+	r := startRole(ctx, *adminAddr, log)
 	w, err := worker.New(worker.Config{Brokers: kf.list(), Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window,
-		CheckpointInterval: *interval, SessionTimeout: *session, Location: cfg.Location, Services: cfg.Catalogue}, conn, log, worker.NewMetrics(reg))
+		CheckpointInterval: *interval, SessionTimeout: *session, Location: cfg.Location, Services: cfg.Catalogue}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
 		return err
 	}
 	accounts := worker.NewAccounts(kf.list(), *tf.accounts, cfg.Catalogue, log)
-	admin := telemetry.NewAdmin(*adminAddr, reg, log)
-	admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, kf.list()) })
-	admin.AddCheck("clickhouse", func(ctx context.Context) error { return chx.SelectOne(ctx, conn) })
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return admin.Run(gctx) })
-	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error { return accounts.Run(gctx) })
+	r.needKafka(kf.list())
+	r.needClickHouse(conn)
+	r.run(w.Run)
+	r.run(accounts.Run)
 	if *apiAddr != "" {
 		api := &worker.API{Worker: w, Accounts: accounts, Billing: cfg, Now: time.Now}
-		srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", *apiAddr)
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", *apiAddr, err)
+		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
+			return err
 		}
-		log.Info("usage query API listening", "addr", ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(shut)
-		})
 	}
-	return g.Wait()
+	return r.wait()
 }
 
 func runReconcile(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("reconcile")
 	tf := addTopicFlags(fs)
 	cf := addClickHouseFlags(fs)
 	group := fs.String("group", "tally-aggregate", "the aggregator's consumer group")
@@ -117,11 +83,7 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--period: %w", err)
 	}
-	chcfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	conn, err := chx.Open(ctx, chcfg)
+	conn, err := cf.open(ctx)
 	if err != nil {
 		return err
 	}

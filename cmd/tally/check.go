@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
 
@@ -21,8 +20,7 @@ func init() {
 }
 
 func runCheck(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("check")
 	brokers := fs.String("kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma separated")
 	chAddr := fs.String("clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol address")
 	chHTTP := fs.String("clickhouse-http", "http://127.0.0.1:8123", "ClickHouse HTTP interface URL")

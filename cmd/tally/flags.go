@@ -15,6 +15,13 @@ import (
 
 // Shared settings of the roles, with the defaults of SPEC §7.
 
+// newFlags starts a subcommand's flag set with --config, the JSON file every command reads.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.String("config", "", "JSON config file: flag names as keys (flags and TALLY_* variables win)")
+	return fs
+}
+
 type kafkaFlags struct {
 	brokers *string
 }

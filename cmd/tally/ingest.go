@@ -2,21 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/ingest/producer"
-	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 func init() {
@@ -27,8 +20,7 @@ func init() {
 }
 
 func runIngest(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("ingest")
 	kf := addKafkaFlags(fs)
 	tf := addTopicFlags(fs)
 	lf := addLogFlags(fs)
@@ -63,42 +55,20 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	defer writer.Close()
 
-	reg := telemetry.NewRegistry()
+	r := startRole(ctx, *adminAddr, log)
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: 15 * time.Second},
-		cfg.Catalogue, writer, log, ingest.NewMetrics(reg), time.Now)
+		cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), time.Now)
 	if err != nil {
 		return err
 	}
-	admin := telemetry.NewAdmin(*adminAddr, reg, log)
-	admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, kf.list()) })
-
+	r.needKafka(kf.list())
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
-	srv := &http.Server{Addr: *httpAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-	ln, err := net.Listen("tcp", *httpAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", *httpAddr, err)
+	log.Info("ingest publishing usage", "topic", *tf.usage, "brokers", *kf.brokers, "api_keys", len(keys))
+	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second); err != nil {
+		return err
 	}
-	log.Info("ingest API listening", "addr", ln.Addr().String(), "topic", *tf.usage, "brokers", *kf.brokers, "api_keys", len(keys))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return admin.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		// Drain: stop accepting, let in-flight requests get their Kafka acks.
-		shut, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		log.Info("ingest shutting down: draining in-flight requests")
-		return srv.Shutdown(shut)
-	})
-	return g.Wait()
+	return r.wait()
 }
 
 // parseAPIKeys reads name=key pairs, comma separated or one per line in @FILE.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -23,8 +22,7 @@ func init() {
 // runLoadgen writes a month of usage: events spread over the month in time order, accounts
 // activating services on the 1st, and a share of gateway retries (same id, same payload).
 func runLoadgen(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("loadgen")
 	out := fs.String("out", "-", "output file ('-': stdout)")
 	accounts := fs.Int("accounts", 1000, "number of accounts")
 	events := fs.Int("events", 100_000, "number of usage events")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strconv"
 	"time"
@@ -20,8 +19,7 @@ func init() {
 }
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("migrate")
 	kf := addKafkaFlags(fs)
 	tf := addTopicFlags(fs)
 	cf := addClickHouseFlags(fs)

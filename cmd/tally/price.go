@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -20,8 +19,7 @@ func init() {
 }
 
 func runPrice(_ context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("price", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("price")
 	service := fs.String("service", "", "service id (tally price --list shows them)")
 	calls := fs.Int64("calls", 0, "the month's total calls of the service")
 	prepaid := fs.Int64("prepaid", 0, "how many of them prepaid packs cover")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,8 +19,7 @@ func init() {
 }
 
 func runReplay(_ context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("replay")
 	in := fs.String("in", "-", "input event log, one CloudEvent per line ('-': stdin)")
 	until := fs.String("until", "", "after the last line, advance the clock to this RFC 3339 instant")
 	grace := fs.Duration("grace", 0, "settle month M this long after the first instant of M+1")

@@ -2,15 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/tally-billing/tally/ingest/sink"
-	"github.com/tally-billing/tally/internal/chx"
-	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 func init() {
@@ -21,8 +15,7 @@ func init() {
 }
 
 func runSink(ctx context.Context, env *environment, args []string) error {
-	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
-	fs.String("config", "", "JSON config file")
+	fs := newFlags("sink")
 	kf := addKafkaFlags(fs)
 	tf := addTopicFlags(fs)
 	cf := addClickHouseFlags(fs)
@@ -44,29 +37,22 @@ func runSink(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	chcfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	conn, err := chx.Open(ctx, chcfg)
+	conn, err := cf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	reg := telemetry.NewRegistry()
+	r := startRole(ctx, *adminAddr, log)
 	s, err := sink.New(sink.Config{
 		Brokers: kf.list(), Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
 		BatchRows: *batchRows, FlushInterval: *flush, SessionTimeout: *session,
 		Location: cfg.Location, Services: cfg.Catalogue,
-	}, conn, log, sink.NewMetrics(reg))
+	}, conn, log, sink.NewMetrics(r.registry))
 	if err != nil {
 		return err
 	}
-	admin := telemetry.NewAdmin(*adminAddr, reg, log)
-	admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, kf.list()) })
-	admin.AddCheck("clickhouse", func(ctx context.Context) error { return chx.SelectOne(ctx, conn) })
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return admin.Run(gctx) })
-	g.Go(func() error { return s.Run(gctx) })
-	return g.Wait()
+	r.needKafka(kf.list())
+	r.needClickHouse(conn)
+	r.run(s.Run)
+	return r.wait()
 }

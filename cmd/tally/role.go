@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/telemetry"
+)
+
+// role runs a long-lived subcommand: its admin server (/metrics, /healthz, /readyz) and its
+// parts, until the context ends or one part fails; then everything stops within bounded time.
+type role struct {
+	log      *slog.Logger
+	registry *prometheus.Registry
+	admin    *telemetry.Admin
+	g        *errgroup.Group
+	ctx      context.Context
+}
+
+func startRole(ctx context.Context, adminAddr string, log *slog.Logger) *role {
+	reg := telemetry.NewRegistry()
+	r := &role{log: log, registry: reg, admin: telemetry.NewAdmin(adminAddr, reg, log)}
+	r.g, r.ctx = errgroup.WithContext(ctx)
+	r.g.Go(func() error { return r.admin.Run(r.ctx) })
+	return r
+}
+
+// needKafka and needClickHouse make /readyz check the dependency.
+func (r *role) needKafka(brokers []string) {
+	r.admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, brokers) })
+}
+
+func (r *role) needClickHouse(conn driver.Conn) {
+	r.admin.AddCheck("clickhouse", func(ctx context.Context) error { return chx.SelectOne(ctx, conn) })
+}
+
+// run starts a part that returns when the role's context ends.
+func (r *role) run(part func(ctx context.Context) error) { r.g.Go(func() error { return part(r.ctx) }) }
+
+// serveHTTP serves handler on addr and, when the role stops, drains in-flight requests.
+func (r *role) serveHTTP(name, addr string, handler http.Handler, drain time.Duration) error {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen %s: %w", name, addr, err)
+	}
+	r.log.Info(name+" listening", "addr", ln.Addr().String())
+	r.g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	r.g.Go(func() error {
+		<-r.ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		r.log.Info(name + " shutting down: draining in-flight requests")
+		return srv.Shutdown(shut)
+	})
+	return nil
+}
+
+func (r *role) wait() error { return r.g.Wait() }
+
+// open connects to ClickHouse as the flags say.
+func (c clickhouseFlags) open(ctx context.Context) (driver.Conn, error) {
+	cfg, err := c.config()
+	if err != nil {
+		return nil, err
+	}
+	return chx.Open(ctx, cfg)
+}
