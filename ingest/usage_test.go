@@ -121,3 +121,46 @@ func FuzzParseUsage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeUsageMatchesParseUsage: the fast decoder answers exactly as the reflective one, for
+// every input: the same usage, or the same rejection.
+func FuzzDecodeUsageMatchesParseUsage(f *testing.F) {
+	f.Add([]byte(event("e1", "2026-10-05T12:00:00Z", `{"account":"acme","service":"image-tagging","calls":3}`)))
+	f.Add([]byte(event("e1", "2026-10-05T12:00:00Z", `{"account":"acme","service":"image-tagging"}`)))
+	f.Add([]byte(`{"specversion":"1.0","id":"x","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","recordedat":"2026-10-05T12:00:00Z","datacontenttype":"application/json","data":{"calls":1000000,"service":"old-service","account":"a"}}`))
+	f.Add([]byte(`{"id":"x","ID":"y","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data":{"account":"a","service":"image-tagging","calls":01}}`))
+	f.Add([]byte(`{"id":"x","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data":{"account":"a\u0062","service":"image-tagging","calls":1e2}} `))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fast, ferr := DecodeUsage(raw, received, catalogue{})
+		ev, serr := cloudevent.Decode(raw)
+		var slow Usage
+		if serr == nil {
+			slow, serr = ParseUsage(ev, received, catalogue{})
+		}
+		if (ferr == nil) != (serr == nil) || (ferr != nil && ferr.Error() != serr.Error()) {
+			t.Fatalf("fast: %v; reflective: %v; input %q", ferr, serr, raw)
+		}
+		if ferr == nil && (fast.ID != slow.ID || fast.Account != slow.Account || fast.Service != slow.Service || fast.Calls != slow.Calls || !fast.Time.Equal(slow.Time)) {
+			t.Fatalf("fast %+v; reflective %+v; input %q", fast, slow, raw)
+		}
+	})
+}
+
+func BenchmarkDecodeUsage(b *testing.B) {
+	raw := []byte(event("req-000123456", "2026-10-05T11:59:00.123Z", `{"account":"acct-004211","service":"image-tagging","calls":3}`))
+	b.Run("fast", func(b *testing.B) {
+		for range b.N {
+			if _, err := DecodeUsage(raw, received, catalogue{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reflective", func(b *testing.B) {
+		for range b.N {
+			ev, _ := cloudevent.Decode(raw)
+			if _, err := ParseUsage(ev, received, catalogue{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
