@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/ingest"
-	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -120,11 +119,7 @@ func identity(u ingest.Usage, p settle.Period) string {
 
 // decode validates a record as usage; ok is false for records the sink dead-letters.
 func (p *Partition) decode(r Record) (ingest.Usage, settle.Period, bool) {
-	ev, err := cloudevent.Decode(r.Value)
-	if err != nil {
-		return ingest.Usage{}, settle.Period{}, false
-	}
-	u, err := ingest.ParseUsage(ev, r.Time, p.cat)
+	u, err := ingest.DecodeUsage(r.Value, r.Time, p.cat)
 	if err != nil {
 		return ingest.Usage{}, settle.Period{}, false
 	}

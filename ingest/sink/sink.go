@@ -163,11 +163,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	var dead []kafka.Message
 	for i := range b.msgs {
 		m := &b.msgs[i]
-		ev, err := cloudevent.Decode(m.Value)
-		var u ingest.Usage
-		if err == nil {
-			u, err = ingest.ParseUsage(ev, m.Time, s.cfg.Services)
-		}
+		u, err := ingest.DecodeUsage(m.Value, m.Time, s.cfg.Services)
 		if err != nil {
 			dead = append(dead, deadLetter(m, err))
 			continue
