@@ -153,7 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, status, err.Error())
 		return
 	}
-	received := h.now()
+	received := h.now().Truncate(time.Millisecond) // Kafka keeps milliseconds: validate against what the log will say
 	resp := Response{Rejected: []Rejection{}}
 	records := make([]Record, 0, len(raws))
 	for i, raw := range raws {

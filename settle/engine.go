@@ -254,6 +254,7 @@ func (e *Engine) Apply(in Input, at time.Time) error {
 		return e.applyHoldReply(in, at)
 	case Recharge:
 		return e.applyRecharge(in, at)
+	case Tick:
 	default:
 		return fmt.Errorf("settle: unknown input %T", in)
 	}

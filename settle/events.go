@@ -19,6 +19,9 @@ const (
 	HoldPlacedType    = "tally.ledger.hold.placed.v1"
 	HoldFailedType    = "tally.ledger.hold.failed.v1"
 	RechargedType     = "tally.ledger.recharged.v1"
+	// ClockTickType only moves the log's clock (its recordedat): the settle worker journals one
+	// at each settlement instant, so a replay of its journal settles exactly when it did.
+	ClockTickType = "tally.clock.tick.v1"
 )
 
 // Output event types, all on the billing topic keyed by account.
@@ -71,6 +74,9 @@ type HoldReply struct {
 	Placed                  bool
 }
 
+// Tick moves the clock and changes nothing else.
+type Tick struct{}
+
 // Recharge: the ledger reports a top-up of the account's balance.
 type Recharge struct {
 	Account string
@@ -83,6 +89,7 @@ func (p PackPurchase) inputAccount() string  { return p.Account }
 func (o PriceOverride) inputAccount() string { return o.Account }
 func (h HoldReply) inputAccount() string     { return h.Account }
 func (r Recharge) inputAccount() string      { return r.Account }
+func (Tick) inputAccount() string            { return "" }
 
 // DecodeInput validates a CloudEvent of any input type received at receivedAt. Errors are
 // *cloudevent.Error with a reason for the sender.
@@ -188,6 +195,12 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 			return nil, invalid("data.amount %q is not a decimal string", d.Amount)
 		}
 		return Recharge{Account: d.Account, Amount: amt}, nil
+	case ClockTickType:
+		var d struct{}
+		if err := cloudevent.DecodeData(ev.Data, &d); err != nil {
+			return nil, err
+		}
+		return Tick{}, nil
 	default:
 		return nil, invalid("type %q is not an input Tally accepts", ev.Type)
 	}

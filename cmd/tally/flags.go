@@ -33,7 +33,7 @@ func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
 func (k kafkaFlags) list() []string { return kafkax.SplitBrokers(*k.brokers) }
 
 type topicFlags struct {
-	usage, dlq, accounts, ledger, billing, status, totals *string
+	usage, dlq, accounts, ledger, billing, status, totals, journal *string
 }
 
 func addTopicFlags(fs *flag.FlagSet) topicFlags {
@@ -45,6 +45,7 @@ func addTopicFlags(fs *flag.FlagSet) topicFlags {
 		billing:  fs.String("topic-billing", "tally.billing", "topic Tally emits bills, holds and suspensions to"),
 		status:   fs.String("topic-account-status", "tally.account-status", "compacted topic of each account's status"),
 		totals:   fs.String("topic-usage-totals", "tally.usage-totals", "compacted topic of running totals"),
+		journal:  fs.String("topic-settle-journal", "tally.settle.journal", "the settle worker's journal (one partition, kept forever)"),
 	}
 }
 

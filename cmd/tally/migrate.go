@@ -49,6 +49,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 			{Name: *tf.billing, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
 			{Name: *tf.status, Partitions: *otherPartitions, Configs: compact},
 			{Name: *tf.totals, Partitions: *otherPartitions, Configs: compact},
+			{Name: *tf.journal, Partitions: 1, Configs: map[string]string{"retention.ms": "-1"}},
 		}
 		if err := kafkax.CreateTopics(ctx, kf.list(), specs...); err != nil {
 			return fmt.Errorf("kafka topics: %w (is Kafka at %s running? `make up` starts one)", err, *kf.brokers)

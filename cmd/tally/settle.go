@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tally-billing/tally/settle/worker"
+)
+
+func init() {
+	register("settle", command{
+		summary: "settle each month on days 1–3: bills and holds to the billing topic, ledger replies, suspensions",
+		run:     runSettle,
+	})
+	register("export", command{
+		summary: "write the settle worker's log as JSON lines (tally replay over it reproduces the billing topic)",
+		run:     runExport,
+	})
+}
+
+func runSettle(ctx context.Context, env *environment, args []string) error {
+	fs := newFlags("settle")
+	kf := addKafkaFlags(fs)
+	tf := addTopicFlags(fs)
+	cf := addClickHouseFlags(fs)
+	lf := addLogFlags(fs)
+	billing := billingFlags(fs)
+	grace := fs.Duration("grace", 2*time.Hour, "settle month M this long after the first instant of M+1")
+	sinkGroup := fs.String("sink-group", "tally-sink", "the sink's consumer group, whose progress says all usage is in ClickHouse")
+	poll := fs.Duration("poll-interval", 500*time.Millisecond, "how often to look for inputs and due settlements when idle")
+	adminAddr := fs.String("admin-addr", "127.0.0.1:9104", "address of /metrics, /healthz, /readyz")
+	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger(env)
+	if err != nil {
+		return err
+	}
+	cfg, err := billing()
+	if err != nil {
+		return err
+	}
+	conn, err := cf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	r := startRole(ctx, *adminAddr, log)
+	w, err := worker.New(worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
+		BillingTopic: *tf.billing, StatusTopic: *tf.status, JournalTopic: *tf.journal, SinkGroup: *sinkGroup,
+		Billing: cfg, Grace: *grace, Clock: time.Now, PollInterval: *poll}, conn, log, worker.NewMetrics(r.registry))
+	if err != nil {
+		return err
+	}
+	r.needKafka(kf.list())
+	r.needClickHouse(conn)
+	r.run(w.Run)
+	return r.wait()
+}
+
+func runExport(ctx context.Context, env *environment, args []string) error {
+	fs := newFlags("export")
+	kf := addKafkaFlags(fs)
+	tf := addTopicFlags(fs)
+	cf := addClickHouseFlags(fs)
+	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	conn, err := cf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	n, err := worker.Export(ctx, kf.list(), *tf.journal, conn, env.stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stderr, "tally export: %d lines\n", n)
+	return nil
+}

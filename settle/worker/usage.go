@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/cloudevent"
+)
+
+// usageLines reads the usage rows ingest received in [from, to) from usage_events, in the order
+// they were received (receive time, then partition and offset), as CloudEvent lines whose
+// recordedat is the receive time: exactly what `tally replay` would read for them.
+func usageLines(ctx context.Context, ch driver.Conn, from, to time.Time, fn func(line []byte) error) error {
+	if from.IsZero() {
+		from = time.Unix(0, 0) // before anything ingest can have received
+	}
+	rows, err := ch.Query(ctx, `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset
+		FROM usage_events WHERE received_at >= ? AND received_at < ?
+		ORDER BY received_at, kafka_partition, kafka_offset LIMIT 1 BY kafka_partition, kafka_offset`, from.UTC(), to.UTC())
+	if err != nil {
+		return fmt.Errorf("read usage received in [%s, %s): %w", from.Format(time.RFC3339), to.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, account, service string
+		var at, received time.Time
+		var calls uint32
+		var partition int32
+		var offset int64
+		if err := rows.Scan(&id, &account, &service, &at, &calls, &received, &partition, &offset); err != nil {
+			return err
+		}
+		if err := fn(UsageLine(ingest.Usage{ID: id, Account: account, Service: service, Calls: int64(calls), Time: at}, received)); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// UsageLine is the CloudEvent line of a stored usage row.
+func UsageLine(u ingest.Usage, received time.Time) []byte {
+	return fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"tally.usage_events","type":%q,"time":%q,"recordedat":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
+		u.ID, ingest.UsageType, cloudevent.FormatTime(u.Time.UTC()), cloudevent.FormatTime(received.UTC()), u.Account, u.Service, u.Calls)
+}
+
+// firstReceived is when ingest received the earliest stored usage (zero when none).
+func firstReceived(ctx context.Context, ch driver.Conn) (time.Time, error) {
+	var n uint64
+	var t time.Time
+	if err := ch.QueryRow(ctx, "SELECT count(), min(received_at) FROM usage_events").Scan(&n, &t); err != nil {
+		return time.Time{}, fmt.Errorf("read first usage: %w", err)
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return t, nil
+}
+
+// usageComplete reports whether every usage record received before s is in usage_events: for each
+// partition of the usage topic, the sink's progress has passed the first record at or after s
+// (or the end of the partition, when there is none yet).
+func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic, sinkGroup string, s time.Time) (bool, string, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return false, "", err
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return false, "", fmt.Errorf("partitions of %s: %w", topic, err)
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	var atS, ends []kafka.OffsetRequest
+	for _, p := range parts {
+		atS = append(atS, kafka.TimeOffsetOf(p.ID, s))
+		ends = append(ends, kafka.LastOffsetOf(p.ID))
+	}
+	byTime, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: atS}})
+	if err != nil {
+		return false, "", fmt.Errorf("offsets of %s at %s: %w", topic, s.Format(time.RFC3339), err)
+	}
+	last, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: ends}})
+	if err != nil {
+		return false, "", fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	need := map[int]int64{}
+	for _, po := range last.Topics[topic] {
+		need[po.Partition] = po.LastOffset
+	}
+	for _, po := range byTime.Topics[topic] {
+		for off := range po.Offsets {
+			if off >= 0 {
+				need[po.Partition] = off
+			}
+		}
+	}
+	done := map[int]int64{}
+	rows, err := ch.Query(ctx, "SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? GROUP BY kafka_partition", sinkGroup, topic)
+	if err != nil {
+		return false, "", fmt.Errorf("read sink progress: %w", err)
+	}
+	for rows.Next() {
+		var p int32
+		var o int64
+		if err := rows.Scan(&p, &o); err != nil {
+			rows.Close()
+			return false, "", err
+		}
+		done[int(p)] = o
+	}
+	rows.Close()
+	for p, o := range need {
+		if done[p] < o {
+			return false, fmt.Sprintf("partition %d: sink at offset %d, usage before %s ends at %d", p, done[p], s.Format(time.RFC3339), o), nil
+		}
+	}
+	return true, "", nil
+}

@@ -1,0 +1,348 @@
+// Package worker runs the billing core live on Kafka and ClickHouse: `tally settle`.
+//
+// The worker keeps a journal, a one-partition Kafka topic holding, in the order it applied them,
+// every input it consumed from the accounts and ledger topics (each stamped with recordedat, the
+// worker's clock) and a clock tick at each month's settlement instant. Usage is not journalled:
+// before each tick the worker feeds the engine the usage ingest received since the previous tick,
+// read from ClickHouse usage_events once the sink has written all of it (the watermark). So the
+// engine always sees one deterministic log, and:
+//
+//   - a restart replays the journal (and the usage between its ticks) to rebuild the state, and
+//     emits only the events the billing topic does not hold yet (ids are deterministic);
+//   - `tally export` writes that same log as JSON lines, and `tally replay` over it reproduces
+//     the billing topic byte for byte.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Config of the settle worker.
+type Config struct {
+	Brokers                                 []string
+	UsageTopic, AccountsTopic, LedgerTopic  string
+	BillingTopic, StatusTopic, JournalTopic string
+	SinkGroup                               string // whose progress says usage is complete
+	Billing                                 settle.Config
+	Grace                                   time.Duration
+	Clock                                   func() time.Time
+	PollInterval                            time.Duration
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 || c.UsageTopic == "" || c.AccountsTopic == "" || c.LedgerTopic == "" || c.BillingTopic == "" || c.StatusTopic == "" || c.JournalTopic == "" || c.SinkGroup == "" {
+		errs = append(errs, errors.New("settle worker: brokers, every topic and the sink group are required"))
+	}
+	if c.Grace < 0 || c.PollInterval <= 0 || c.Clock == nil {
+		errs = append(errs, errors.New("settle worker: grace must not be negative, poll interval positive, clock set"))
+	}
+	return errors.Join(append(errs, c.Billing.Validate())...)
+}
+
+// Metrics of the settle worker.
+type Metrics struct {
+	Emitted       *prometheus.CounterVec
+	Settled       prometheus.Gauge
+	WaitingOnSink prometheus.Gauge
+	Journalled    prometheus.Counter
+}
+
+// NewMetrics registers the worker's metrics.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Emitted:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_settle_events_emitted_total", Help: "Events written to the billing topic, by type."}, []string{"type"}),
+		Settled:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_last_settled_period", Help: "The last settled month as YYYYMM."}),
+		WaitingOnSink: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_waiting_on_sink", Help: "1 while a due settlement waits for the sink to write all usage before its instant."}),
+		Journalled:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_settle_inputs_journalled_total", Help: "Account and ledger inputs applied."}),
+	}
+	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled)
+	return m
+}
+
+// Worker is the live settlement.
+type Worker struct {
+	cfg     Config
+	ch      driver.Conn
+	log     *slog.Logger
+	metrics *Metrics
+
+	rep      *settle.Replayer
+	emitted  map[string]bool
+	billing  *kafka.Writer
+	status   *kafka.Writer
+	journal  *kafka.Writer
+	clock    time.Time        // the journal's clock: the largest recordedat written
+	first    time.Time        // the first journalled input's recordedat
+	lastTick time.Time        // usage received before it has been fed
+	next     map[string]int64 // "topic/partition" → next offset to consume
+}
+
+// New builds the worker; ch is a connection to the database holding usage_events.
+func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}}
+	writer := func(topic string) *kafka.Writer {
+		return &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	}
+	w.billing, w.status, w.journal = writer(cfg.BillingTopic), writer(cfg.StatusTopic), writer(cfg.JournalTopic)
+	rep, err := settle.NewReplayer(cfg.Billing, settle.ReplayOptions{Grace: cfg.Grace}, w.emit)
+	if err != nil {
+		return nil, err
+	}
+	w.rep = rep
+	return w, nil
+}
+
+// emit writes an event the engine emitted, unless the billing topic has it already (a restart
+// re-derives every event; ids are deterministic). Status changes go to the compacted status
+// topic first, so the billing topic never says more than the status topic.
+func (w *Worker) emit(o cloudevent.Out) error {
+	if w.emitted[o.ID] {
+		return nil
+	}
+	raw, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := []byte(o.Subject)
+	if o.Type == settle.AccountSuspendedType || o.Type == settle.AccountResumedType {
+		if err := w.status.WriteMessages(ctx, kafka.Message{Key: key, Value: raw}); err != nil {
+			return fmt.Errorf("write account status: %w", err)
+		}
+	}
+	if err := w.billing.WriteMessages(ctx, kafka.Message{Key: key, Value: raw}); err != nil {
+		return fmt.Errorf("write %s: %w", o.ID, err)
+	}
+	w.emitted[o.ID] = true
+	w.metrics.Emitted.WithLabelValues(o.Type).Inc()
+	return nil
+}
+
+// line applies one log line; a line the billing core rejects is logged and skipped (it changes
+// nothing, in replay too).
+func (w *Worker) line(raw []byte) error {
+	err := w.rep.Line(raw)
+	var rej *settle.Rejection
+	if errors.As(err, &rej) {
+		w.log.Warn("settle: input rejected", "reason", rej.Reason, "id", rej.ID, "type", rej.Type)
+		return nil
+	}
+	if err == nil {
+		if s := w.rep.Engine().Settled(); !s.IsZero() {
+			w.metrics.Settled.Set(float64(s.Year*100 + int(s.Month)))
+		}
+	}
+	return err
+}
+
+// Run recovers from the journal, then settles live until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.billing.Close()
+	defer w.status.Close()
+	defer w.journal.Close()
+	if err := readAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
+		var o struct{ ID string }
+		if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
+			w.emitted[o.ID] = true
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read emitted events: %w", err)
+	}
+	n := 0
+	if err := Journal(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, func(line []byte, src string, off int64, recorded time.Time, tick bool) error {
+		n++
+		if tick {
+			w.lastTick = recorded
+		}
+		if src != "" {
+			w.next[src] = off + 1
+		}
+		if recorded.After(w.clock) {
+			w.clock = recorded
+		}
+		if src != "" && w.first.IsZero() {
+			w.first = recorded
+		}
+		return w.line(line)
+	}); err != nil {
+		return fmt.Errorf("recover from the journal: %w", err)
+	}
+	w.log.Info("settle: recovered", "journal_entries", n, "events_already_emitted", len(w.emitted), "last_settled", w.rep.Engine().Settled().String(), "clock", w.clock)
+	return w.live(ctx)
+}
+
+func (w *Worker) live(ctx context.Context) error {
+	readers := map[string]*kafka.Reader{}
+	for _, topic := range []string{w.cfg.AccountsTopic, w.cfg.LedgerTopic} {
+		parts, err := partitions(ctx, w.cfg.Brokers, topic)
+		if err != nil {
+			return err
+		}
+		for _, p := range parts {
+			src := topic + "/" + strconv.Itoa(p)
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+			defer r.Close()
+			start, ok := w.next[src]
+			if !ok {
+				start = kafka.FirstOffset
+			}
+			if err := r.SetOffset(start); err != nil {
+				return fmt.Errorf("seek %s: %w", src, err)
+			}
+			readers[src] = r
+		}
+	}
+	for ctx.Err() == nil {
+		now := w.cfg.Clock()
+		if now.Before(w.clock) {
+			now = w.clock
+		}
+		due, s, err := w.tickDue(ctx, now)
+		if err != nil {
+			return err
+		}
+		if due {
+			ok, why, err := usageComplete(ctx, w.ch, w.cfg.Brokers, w.cfg.UsageTopic, w.cfg.SinkGroup, s)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				// Hold every input until the month can settle: nothing recorded after the
+				// settlement instant may come before it in the log.
+				w.metrics.WaitingOnSink.Set(1)
+				w.log.Info("settle: settlement due, waiting for the sink", "instant", s, "detail", why)
+				sleep(ctx, w.cfg.PollInterval)
+				continue
+			}
+			w.metrics.WaitingOnSink.Set(0)
+			if err := w.settleAt(ctx, s); err != nil {
+				return err
+			}
+			continue
+		}
+		got := 0
+		for src, r := range readers {
+			fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			m, err := r.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				continue
+			}
+			got++
+			if err := w.journalInput(ctx, src, m, now); err != nil {
+				return err
+			}
+		}
+		if got == 0 {
+			sleep(ctx, w.cfg.PollInterval)
+		}
+	}
+	return nil
+}
+
+// tickDue says whether a settlement instant s has come: ticks are at every month's end plus the
+// grace period, from the month of the first thing received.
+func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, error) {
+	loc := w.cfg.Billing.Location
+	var s time.Time
+	if !w.lastTick.IsZero() {
+		s = settle.PeriodOf(w.lastTick.Add(-w.cfg.Grace).Add(-time.Nanosecond), loc).Next().End(loc).Add(w.cfg.Grace)
+	} else {
+		first, err := firstReceived(ctx, w.ch)
+		if err != nil {
+			return false, time.Time{}, err
+		}
+		if !w.first.IsZero() && (first.IsZero() || w.first.Before(first)) {
+			first = w.first // the first journalled input came before any usage
+		}
+		if first.IsZero() {
+			return false, time.Time{}, nil
+		}
+		s = settle.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
+	}
+	return !now.Before(s), s, nil
+}
+
+// settleAt feeds the usage received before s, journals the tick and applies it.
+func (w *Worker) settleAt(ctx context.Context, s time.Time) error {
+	if err := usageLines(ctx, w.ch, w.lastTick, s, w.line); err != nil {
+		return err
+	}
+	tick := tickLine(s, w.cfg.Billing.Location)
+	if err := w.journal.WriteMessages(ctx, kafka.Message{Key: []byte("tick"), Value: tick}); err != nil {
+		return fmt.Errorf("journal tick: %w", err)
+	}
+	w.lastTick, w.clock = s, s
+	w.log.Info("settle: settlement instant", "instant", s)
+	return w.line(tick)
+}
+
+func tickLine(s time.Time, loc *time.Location) []byte {
+	at := cloudevent.FormatTime(s.In(loc))
+	return fmt.Appendf(nil, `{"specversion":"1.0","id":"tick:%s","source":"tally.settle","type":%q,"time":%q,"data":{}}`, at, settle.ClockTickType, at)
+}
+
+// journalInput stamps an input with the journal clock, journals it, then applies it.
+func (w *Worker) journalInput(ctx context.Context, src string, m kafka.Message, now time.Time) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(m.Value, &obj); err != nil || obj == nil {
+		w.log.Warn("settle: input is not a JSON object; skipped", "source", src, "offset", m.Offset)
+		w.next[src] = m.Offset + 1 // not journalled: a restart reads it again and skips it again
+		return nil
+	}
+	obj["recordedat"], _ = json.Marshal(cloudevent.FormatTime(now.UTC()))
+	line, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	topic, part, _ := splitSource(src)
+	if err := w.journal.WriteMessages(ctx, kafka.Message{Key: []byte("input"), Value: line, Headers: []kafka.Header{
+		{Key: "tally-source-topic", Value: []byte(topic)}, {Key: "tally-source-partition", Value: []byte(part)},
+		{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	}}); err != nil {
+		return fmt.Errorf("journal input: %w", err)
+	}
+	w.metrics.Journalled.Inc()
+	w.next[src] = m.Offset + 1
+	w.clock = now
+	if w.first.IsZero() {
+		w.first = now
+	}
+	return w.line(line)
+}
+
+func splitSource(src string) (topic, partition string, ok bool) {
+	for i := len(src) - 1; i >= 0; i-- {
+		if src[i] == '/' {
+			return src[:i], src[i+1:], true
+		}
+	}
+	return src, "", false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
