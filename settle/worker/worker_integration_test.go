@@ -173,7 +173,7 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	e.usageCall(t, "u3", "globex", "vehicle-recognition", 50_000, "2026-10-05T10:00:00+08:00", "2026-10-05T10:00:01+08:00")
 	e.usageCall(t, "u4", "acme", "image-tagging", 500, "2026-10-31T23:59:00+08:00", "2026-11-01T00:30:00+08:00") // within the grace hour
 
-	time.Sleep(time.Second) // the worker journals the account inputs at their virtual instants
+	time.Sleep(time.Second)                  // the worker journals the account inputs at their virtual instants
 	e.clock.Set("2026-11-01T01:00:00+08:00") // October settles now
 	oct := e.billingLines(t, 4)
 	if len(oct) != 4 {
