@@ -55,6 +55,7 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	}
 	r.needKafka(kf.list())
 	r.needClickHouse(conn)
+	r.admin.AddCheck("settlement", w.Ready)
 	r.run(w.Run)
 	return r.wait()
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -56,6 +57,7 @@ func (c Config) Validate() error {
 
 // Metrics of the settle worker.
 type Metrics struct {
+	Overdue       prometheus.Gauge
 	Emitted       *prometheus.CounterVec
 	Settled       prometheus.Gauge
 	WaitingOnSink prometheus.Gauge
@@ -69,8 +71,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Settled:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_last_settled_period", Help: "The last settled month as YYYYMM."}),
 		WaitingOnSink: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_waiting_on_sink", Help: "1 while a due settlement waits for the sink to write all usage before its instant."}),
 		Journalled:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_settle_inputs_journalled_total", Help: "Account and ledger inputs applied."}),
+		Overdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_overdue",
+			Help: "1 when a month is still unsettled at the end of day 3 of the next month (bills are late: page someone)."}),
 	}
-	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled)
+	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue)
 	return m
 }
 
@@ -90,6 +94,9 @@ type Worker struct {
 	first    time.Time        // the first journalled input's recordedat
 	lastTick time.Time        // usage received before it has been fed
 	next     map[string]int64 // "topic/partition" → next offset to consume
+
+	mu   sync.Mutex
+	late bool // a settlement is past day 3
 }
 
 // New builds the worker; ch is a connection to the database holding usage_events.
@@ -230,11 +237,20 @@ func (w *Worker) live(ctx context.Context) error {
 				// Hold every input until the month can settle: nothing recorded after the
 				// settlement instant may come before it in the log.
 				w.metrics.WaitingOnSink.Set(1)
-				w.log.Info("settle: settlement due, waiting for the sink", "instant", s, "detail", why)
+				if w.overdue(s, now) {
+					w.log.Error("settle: BILLS ARE LATE: the month is still unsettled at the end of day 3; the sink has not written all usage",
+						"instant", s, "detail", why)
+				} else {
+					w.log.Info("settle: settlement due, waiting for the sink", "instant", s, "detail", why)
+				}
 				sleep(ctx, w.cfg.PollInterval)
 				continue
 			}
 			w.metrics.WaitingOnSink.Set(0)
+			w.metrics.Overdue.Set(0)
+			w.mu.Lock()
+			w.late = false
+			w.mu.Unlock()
 			if err := w.settleAt(ctx, s); err != nil {
 				return err
 			}
@@ -281,6 +297,31 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 		s = settle.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
 	}
 	return !now.Before(s), s, nil
+}
+
+// overdue reports (and records in the metric) whether the settlement due at s is past the end of
+// day 3 of its month, the last day bills may be issued.
+func (w *Worker) overdue(s, now time.Time) bool {
+	loc := w.cfg.Billing.Location
+	p := settle.PeriodOf(s.Add(-w.cfg.Grace), loc) // the month in which bills are issued
+	late := !now.Before(p.Start(loc).AddDate(0, 0, 3))
+	if late {
+		w.metrics.Overdue.Set(1)
+	}
+	w.mu.Lock()
+	w.late = late
+	w.mu.Unlock()
+	return late
+}
+
+// Ready fails while settlement is overdue, so orchestration and dashboards see it.
+func (w *Worker) Ready(context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.late {
+		return errors.New("a month is still unsettled after day 3")
+	}
+	return nil
 }
 
 // settleAt feeds the usage received before s, journals the tick and applies it.
