@@ -11,7 +11,7 @@ export TALLY_TEST_CLICKHOUSE_ADDR  ?= 127.0.0.1:9000
 export TALLY_TEST_CLICKHOUSE_HTTP  ?= 127.0.0.1:8123
 GOTESTFLAGS ?=
 
-.PHONY: help build up down status lint test test-unit bench fuzz clean
+.PHONY: help build up down status lint test test-unit bench demo clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ build: ## build bin/tally
 
 up: build ## install (cached) and start Kafka + ClickHouse locally; waits until both answer
 	$(INFRA) up
+
+demo: up ## two months of traffic through the whole pipeline on a virtual clock; bills checked against replay
+	bin/tally demo
 
 down: ## stop the Kafka and ClickHouse processes `make up` started
 	$(INFRA) down

@@ -62,7 +62,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	r.run(w.Run)
 	r.run(accounts.Run)
 	if *apiAddr != "" {
-		api := &worker.API{Worker: w, Accounts: accounts, Billing: cfg, Now: time.Now}
+		api := &worker.API{Worker: w, Accounts: accounts, Billing: cfg, Now: env.clock()}
 		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
 			return err
 		}

@@ -57,7 +57,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 
 	r := startRole(ctx, *adminAddr, log)
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: 15 * time.Second},
-		cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), time.Now)
+		cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/tally-billing/tally/internal/config"
 )
@@ -28,6 +29,15 @@ type environment struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	// now is the roles' clock; nil means the wall clock. `tally demo` runs them on a virtual one.
+	now func() time.Time
+}
+
+func (e *environment) clock() func() time.Time {
+	if e.now != nil {
+		return e.now
+	}
+	return time.Now
 }
 
 func (e *environment) logger(level slog.Level) *slog.Logger {

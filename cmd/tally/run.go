@@ -84,7 +84,7 @@ func runLedgerExample(ctx context.Context, env *environment, args []string) erro
 	if err != nil {
 		return fmt.Errorf("--default-balance %q is not a decimal", *def)
 	}
-	l := ledger.New(ledger.Config{Brokers: kf.list(), BillingTopic: *tf.billing, LedgerTopic: *tf.ledger, Balances: open, DefaultBalance: dflt, Now: time.Now}, log)
+	l := ledger.New(ledger.Config{Brokers: kf.list(), BillingTopic: *tf.billing, LedgerTopic: *tf.ledger, Balances: open, DefaultBalance: dflt, Now: env.clock()}, log)
 	r := startRole(ctx, *adminAddr, log)
 	r.needKafka(kf.list())
 	r.run(l.Run)

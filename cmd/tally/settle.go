@@ -49,7 +49,7 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	r := startRole(ctx, *adminAddr, log)
 	w, err := worker.New(worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
 		BillingTopic: *tf.billing, StatusTopic: *tf.status, JournalTopic: *tf.journal, SinkGroup: *sinkGroup,
-		Billing: cfg, Grace: *grace, Clock: time.Now, PollInterval: *poll}, conn, log, worker.NewMetrics(r.registry))
+		Billing: cfg, Grace: *grace, Clock: env.clock(), PollInterval: *poll}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
 		return err
 	}

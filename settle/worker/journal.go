@@ -19,7 +19,7 @@ import (
 // for usage and ticks), source offset, recordedat, and whether it is a tick.
 func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(line []byte, src string, off int64, recorded time.Time, tick bool) error) error {
 	var last time.Time
-	return readAll(ctx, brokers, topic, func(m kafka.Message) error {
+	return ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
 		ev, err := cloudevent.Decode(m.Value)
 		if err != nil {
 			return fmt.Errorf("journal offset %d is not a CloudEvent: %w", m.Offset, err)
@@ -77,9 +77,9 @@ func partitions(ctx context.Context, brokers []string, topic string) ([]int, err
 	return out, nil
 }
 
-// readAll reads every partition of topic from the start to its current end, partition by
+// ReadAll reads every partition of topic from the start to its current end, partition by
 // partition (the journal has one partition, so that is its order).
-func readAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
+func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
 	parts, err := partitions(ctx, brokers, topic)
 	if err != nil {
 		return err

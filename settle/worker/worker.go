@@ -166,7 +166,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.billing.Close()
 	defer w.status.Close()
 	defer w.journal.Close()
-	if err := readAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
+	if err := ReadAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
 		var o struct{ ID string }
 		if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
 			w.emitted[o.ID] = true

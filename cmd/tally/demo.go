@@ -1,0 +1,405 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/settle/worker"
+)
+
+func init() {
+	register("demo", command{
+		summary: "run the whole pipeline on a virtual clock over two months of traffic, print bills, check them against replay",
+		run:     runDemo,
+	})
+}
+
+// virtualClock runs speed times faster than the wall clock from start.
+type virtualClock struct {
+	start, real0 time.Time
+	speed        float64
+}
+
+func (c *virtualClock) now() time.Time {
+	return c.start.Add(time.Duration(float64(time.Since(c.real0)) * c.speed))
+}
+
+func (c *virtualClock) waitUntil(ctx context.Context, t time.Time) {
+	for ctx.Err() == nil && c.now().Before(t) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func runDemo(ctx context.Context, env *environment, args []string) error {
+	fs := newFlags("demo")
+	kf := addKafkaFlags(fs)
+	cf := addClickHouseFlags(fs)
+	speed := fs.Float64("speed", 86400, "virtual seconds per real second (86400: a day a second)")
+	logFile := fs.String("log", ".state/demo.log", "where the roles' logs go")
+	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	out := env.stdout
+	if err := kafkax.Ping(ctx, kf.list()); err != nil {
+		return fmt.Errorf("kafka is not running (%v): run `make up` first", err)
+	}
+	chcfg, err := cf.config()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*logFile), 0o755); err != nil {
+		return err
+	}
+	lf, err := os.Create(*logFile)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+
+	// Two whole months that ended before today (Kafka refuses record times in the future).
+	loc, _ := time.LoadLocation("Asia/Shanghai")
+	m1 := settle.PeriodOf(time.Now(), loc).Prev().Prev().Prev()
+	m2 := m1.Next()
+	clock := &virtualClock{start: m1.Start(loc), real0: time.Now(), speed: *speed}
+	id := fmt.Sprintf("%d", time.Now().Unix())
+	db := "demo_" + id
+	topic := func(name string) string { return "demo." + id + "." + name }
+	ch := []string{"--clickhouse-http", *cf.http, "--clickhouse-addr", *cf.addr, "--clickhouse-database", db}
+	common := []string{"--kafka-brokers", *kf.brokers,
+		"--topic-usage", topic("usage"), "--topic-usage-dlq", topic("usage.dlq"), "--topic-accounts", topic("accounts"), "--topic-ledger", topic("ledger"),
+		"--topic-billing", topic("billing"), "--topic-account-status", topic("account-status"), "--topic-usage-totals", topic("usage-totals"),
+		"--topic-settle-journal", topic("settle.journal"), "--log-level", "info"}
+	roleEnv := &environment{stdin: env.stdin, stdout: lf, stderr: lf, lookupEnv: func(string) (string, bool) { return "", false }, now: clock.now}
+	fmt.Fprintf(out, "Tally demo: %s and %s on a virtual clock (%.0f× real time); topics demo.%s.*, ClickHouse database %s; role logs in %s\n",
+		m1, m2, *speed, id, db, *logFile)
+	if err := runMigrate(ctx, roleEnv, append(append(common, ch...), "--partitions", "4", "--partitions-other", "2")); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	roleErr := make(chan error, 5)
+	start := func(name string, run func(context.Context, *environment, []string) error, extra ...string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx, roleEnv, append(append([]string{}, common...), extra...)); err != nil && ctx.Err() == nil {
+				roleErr <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	start("ingest", runIngest, "--http-addr", "127.0.0.1:18080", "--admin-addr", "127.0.0.1:19101")
+	start("sink", runSink, append(ch, "--group", "demo-"+id+"-sink", "--flush-interval", "100ms", "--admin-addr", "127.0.0.1:19102")...)
+	start("aggregate", runAggregate, append(ch, "--group", "demo-"+id+"-agg", "--api-addr", "127.0.0.1:18081", "--admin-addr", "127.0.0.1:19103")...)
+	start("settle", runSettle, append(ch, "--sink-group", "demo-"+id+"-sink", "--grace", "1h", "--poll-interval", "50ms", "--admin-addr", "127.0.0.1:19104")...)
+	start("ledger-example", runLedgerExample, "--balances", "initech=50", "--ledger-addr", "127.0.0.1:18082", "--ledger-admin-addr", "127.0.0.1:19105")
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(2 * time.Second)
+	select {
+	case err := <-roleErr:
+		return err
+	default:
+	}
+
+	d := &demoDriver{ctx: ctx, clock: clock, loc: loc, brokers: kf.list(), accounts: topic("accounts"), out: out, rng: rand.New(rand.NewPCG(1, 2))}
+	if err := d.script(m1, m2); err != nil {
+		return err
+	}
+	select {
+	case err := <-roleErr:
+		return err
+	default:
+	}
+	// Wait for the second month's settlement.
+	fmt.Fprintf(out, "waiting for the settlement of %s …\n", m2)
+	deadline := time.Now().Add(2 * time.Minute)
+	var events []billingEvent
+	for time.Now().Before(deadline) {
+		if events, err = readBilling(ctx, kf.list(), topic("billing")); err == nil && hasBill(events, m2) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !hasBill(events, m2) {
+		return errors.New("the second month was not settled in time; see " + *logFile)
+	}
+	time.Sleep(time.Second)
+	events, err = readBilling(ctx, kf.list(), topic("billing"))
+	if err != nil {
+		return err
+	}
+	printBilling(out, events)
+
+	// The same log, replayed offline, must give the same events.
+	chcfg.Database = db
+	conn, err := chx.Open(ctx, chcfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var log bytes.Buffer
+	n, err := worker.Export(ctx, kf.list(), topic("settle.journal"), conn, &log)
+	if err != nil {
+		return err
+	}
+	var replayed, rejected bytes.Buffer
+	cfg := settle.Config{Catalogue: settle.DefaultCatalogue(), Location: loc, HoldRatio: decimalOne()}
+	if _, err := settle.Replay(&log, &replayed, &rejected, cfg, settle.ReplayOptions{Grace: time.Hour}); err != nil {
+		return err
+	}
+	if same, why := sameByAccount(events, replayed.String()); !same {
+		return fmt.Errorf("the pipeline's billing events differ from `tally replay` over the exported log: %s", why)
+	}
+	fmt.Fprintf(out, "\n✓ the billing topic (%d events) is byte-identical, account by account, to `tally replay --grace 1h` over the exported log (%d lines)\n", len(events), n)
+	return nil
+}
+
+type demoDriver struct {
+	ctx      context.Context
+	clock    *virtualClock
+	loc      *time.Location
+	brokers  []string
+	accounts string
+	out      interface{ Write([]byte) (int, error) }
+	rng      *rand.Rand
+	sent     int
+	http     http.Client
+}
+
+func (d *demoDriver) console(typ, id string, at time.Time, data string) error {
+	raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"console","type":%q,"time":%q,"data":%s}`, id, typ, at.Format(time.RFC3339), data)
+	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.accounts, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	return w.WriteMessages(d.ctx, kafka.Message{Key: []byte(id), Value: []byte(raw), Time: at})
+}
+
+// usage posts one batch of usage events through the ingest API, as a gateway would.
+func (d *demoDriver) usage(events []string) error {
+	body := "[" + strings.Join(events, ",") + "]"
+	resp, err := d.http.Post("http://127.0.0.1:18080/v1/events", "application/cloudevents-batch+json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var r struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&r)
+		return fmt.Errorf("ingest answered %d: %s", resp.StatusCode, r.Error)
+	}
+	d.sent += len(events)
+	return nil
+}
+
+func usageEvent(id, account, service string, calls int64, at time.Time) string {
+	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw-demo","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
+		id, at.Format(time.RFC3339Nano), account, service, calls)
+}
+
+// script is two months of a few accounts: acme just under 3M image-tagging calls (a late batch
+// lifts it into tier 3), globex with a free-beta service and a mid-month activation, initech on a
+// prepaid pack and too poor for its hold (it recharges later), umbrella on a contract price.
+func (d *demoDriver) script(m1, m2 period) error {
+	loc := d.loc
+	day0 := m1.Start(loc)
+	setup := func() error {
+		for _, c := range [][3]string{{"acme", "image-tagging"}, {"acme", "vehicle-recognition"}, {"globex", "image-tagging"}, {"initech", "product-recognition"}} {
+			if err := d.console(settle.ActivatedType, "act-"+c[0]+"-"+c[1], d.clock.now(), fmt.Sprintf(`{"account":%q,"service":%q}`, c[0], c[1])); err != nil {
+				return err
+			}
+		}
+		if err := d.console(settle.PackPurchasedType, "pack-initech-1", d.clock.now(), fmt.Sprintf(`{"account":"initech","service":"product-recognition","pack_id":"initech-p1","calls":200000,"valid_from":%q,"valid_until":%q}`,
+			day0.AddDate(0, 0, 4).Format(time.RFC3339), day0.AddDate(0, 0, 19).Format(time.RFC3339))); err != nil {
+			return err
+		}
+		return d.console(settle.PriceOverrideType, "po-umbrella-1", d.clock.now(), fmt.Sprintf(`{"account":"umbrella","service":"celebrity-recognition","effective_from":%q,"tiers":[{"from_calls":0,"unit_price":"1.0"}]}`,
+			day0.Format(time.RFC3339)))
+	}
+	d.clock.waitUntil(d.ctx, day0.Add(time.Hour))
+	days1 := int(m2.Start(loc).Sub(day0).Hours()/24 + 0.5)
+	end := m2.Next().Start(loc).Add(90 * time.Minute)
+	if err := setup(); err != nil {
+		return err
+	}
+	for day := 0; ; day++ {
+		t := day0.AddDate(0, 0, day).Add(12 * time.Hour)
+		if !t.Before(m2.Next().Start(loc)) {
+			break
+		}
+		d.clock.waitUntil(d.ctx, t)
+		if d.ctx.Err() != nil {
+			return d.ctx.Err()
+		}
+		var evs []string
+		add := func(account, service string, calls int64) {
+			evs = append(evs, usageEvent(fmt.Sprintf("%s-%s-%d", account, service, day), account, service, calls, d.clock.now().Add(-time.Minute)))
+		}
+		inM1 := t.Before(m2.Start(loc))
+		if inM1 {
+			acme := int64(2_990_000 / days1)
+			if day == 0 {
+				acme += 2_990_000 % int64(days1)
+			}
+			add("acme", "image-tagging", acme)
+		} else {
+			add("acme", "image-tagging", 40_000)
+		}
+		add("acme", "vehicle-recognition", 1_500)
+		add("globex", "image-tagging", 30_000)
+		add("globex", "image-enhancement", 700)
+		if day >= 9 {
+			add("globex", "vehicle-recognition", 2_000)
+		}
+		add("initech", "product-recognition", 12_000)
+		add("umbrella", "celebrity-recognition", 8_000)
+		if err := d.usage(evs); err != nil {
+			return err
+		}
+		if day%7 == 3 { // a gateway retry of the whole batch: counted once
+			if err := d.usage(evs); err != nil {
+				return err
+			}
+		}
+		if day == 14 {
+			if err := d.console(settle.ActivatedType, "act-globex-vehicle", d.clock.now(), `{"account":"globex","service":"vehicle-recognition"}`); err != nil {
+				return err
+			}
+		}
+		if t.After(m2.Start(loc)) && t.Before(m2.Start(loc).AddDate(0, 0, 1)) {
+			// Late: calls of the last evening of the first month, arriving after its settlement.
+			late := usageEvent("acme-late-1", "acme", "image-tagging", 20_000, m2.Start(loc).Add(-2*time.Hour))
+			if err := d.usage([]string{late}); err != nil {
+				return err
+			}
+			fmt.Fprintf(d.out, "  %s: a late batch of 20,000 %s calls of acme arrives\n", t.Format("2006-01-02"), m1)
+		}
+		if t.After(m2.Start(loc).AddDate(0, 0, 4)) && t.Before(m2.Start(loc).AddDate(0, 0, 5)) {
+			req, _ := http.NewRequestWithContext(d.ctx, http.MethodPost, "http://127.0.0.1:18082/v1/accounts/initech/recharge", strings.NewReader(`{"amount":"5000.00"}`))
+			if resp, err := d.http.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			fmt.Fprintf(d.out, "  %s: initech recharges 5000.00 at the ledger\n", t.Format("2006-01-02"))
+		}
+		if day%5 == 0 {
+			fmt.Fprintf(d.out, "  %s: %d usage events sent through the ingest API\n", t.Format("2006-01-02"), d.sent)
+		}
+	}
+	d.clock.waitUntil(d.ctx, end)
+	return nil
+}
+
+type period = settle.Period
+
+type billingEvent struct {
+	raw     string
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Subject string          `json:"subject"`
+	Time    string          `json:"time"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func readBilling(ctx context.Context, brokers []string, topic string) ([]billingEvent, error) {
+	var out []billingEvent
+	err := worker.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
+		var e billingEvent
+		if err := json.Unmarshal(m.Value, &e); err != nil {
+			return err
+		}
+		e.raw = string(m.Value)
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+func hasBill(events []billingEvent, p period) bool {
+	for _, e := range events {
+		if e.Type == settle.BillIssuedType && strings.HasSuffix(e.ID, ":"+p.String()) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameByAccount compares the billing topic with replay output, per account (the topic keeps each
+// account's events in order; across accounts partitions interleave freely).
+func sameByAccount(events []billingEvent, replayed string) (bool, string) {
+	got := map[string][]string{}
+	for _, e := range events {
+		got[e.Subject] = append(got[e.Subject], e.raw)
+	}
+	want := map[string][]string{}
+	for _, l := range strings.Split(strings.TrimSpace(replayed), "\n") {
+		var e billingEvent
+		if json.Unmarshal([]byte(l), &e) == nil {
+			want[e.Subject] = append(want[e.Subject], l)
+		}
+	}
+	if len(got) != len(want) {
+		return false, fmt.Sprintf("%d accounts in the topic, %d in the replay", len(got), len(want))
+	}
+	for a, g := range got {
+		if strings.Join(g, "\n") != strings.Join(want[a], "\n") {
+			return false, "account " + a
+		}
+	}
+	return true, ""
+}
+
+func printBilling(out interface{ Write([]byte) (int, error) }, events []billingEvent) {
+	sort.SliceStable(events, func(i, j int) bool { return events[i].Subject < events[j].Subject })
+	fmt.Fprintln(out, "\nBills")
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "account\tperiod\tservice\tcalls\tfree\tprepaid\tbillable\ttier\tunit\tamount\t")
+	for _, e := range events {
+		if e.Type != settle.BillIssuedType {
+			continue
+		}
+		var b settle.Bill
+		_ = json.Unmarshal(e.Data, &b)
+		for _, l := range b.Lines {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", b.Account, b.Period, l.Service, l.Calls, l.FreeCalls, l.PrepaidCalls, l.BillableCalls, l.Tier, l.UnitPrice, l.Amount)
+		}
+		for _, a := range b.Adjustments {
+			fmt.Fprintf(w, "%s\t%s\tadjusts %s %s\t%d→%d\t\t\t\t\t\t%s\t\n", b.Account, b.Period, a.Period, a.Service, a.CallsBefore, a.CallsAfter, a.Amount)
+		}
+		fmt.Fprintf(w, "%s\t%s\ttotal\t\t\t\t\t\t\t%s %s\t\n", b.Account, b.Period, b.Total, b.Currency)
+	}
+	_ = w.Flush()
+	fmt.Fprintln(out, "\nHolds and account status")
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "time\taccount\tevent\tdetail")
+	for _, e := range events {
+		switch e.Type {
+		case settle.HoldRequestedType, settle.HoldReleasedType, settle.AccountSuspendedType, settle.AccountResumedType:
+			var d map[string]string
+			_ = json.Unmarshal(e.Data, &d)
+			detail := d["amount"]
+			if d["reason"] != "" {
+				detail = d["reason"]
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s %s\n", e.Time, e.Subject, strings.TrimSuffix(strings.TrimPrefix(e.Type, "tally."), ".v1"), d["hold_id"], detail)
+		}
+	}
+	_ = w.Flush()
+}
+
+func decimalOne() decimal.Decimal { return decimal.NewFromInt(1) }
