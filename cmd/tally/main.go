@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,6 +59,14 @@ func register(name string, c command) { commands[name] = c }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	env := &environment{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv}
+	if spec, ok := os.LookupEnv("TALLY_VIRTUAL_CLOCK"); ok {
+		now, err := parseVirtualClock(spec)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tally: TALLY_VIRTUAL_CLOCK: %v\n", err)
+			os.Exit(2)
+		}
+		env.now = now
+	}
 	code := run(ctx, env, os.Args[1:])
 	stop()
 	os.Exit(code)
@@ -88,6 +98,37 @@ func run(ctx context.Context, env *environment, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// parseVirtualClock reads "virtual=RFC3339,real=UNIX_MS,speed=N": the clock reads virtual at the
+// real instant, and runs speed times faster. For demos and tests that kill and restart roles: every
+// process given the same spec shares one virtual time line.
+func parseVirtualClock(spec string) (func() time.Time, error) {
+	var v time.Time
+	var r int64
+	speed := 1.0
+	for _, part := range strings.Split(spec, ",") {
+		k, val, _ := strings.Cut(strings.TrimSpace(part), "=")
+		var err error
+		switch k {
+		case "virtual":
+			v, err = time.Parse(time.RFC3339, val)
+		case "real":
+			r, err = strconv.ParseInt(val, 10, 64)
+		case "speed":
+			speed, err = strconv.ParseFloat(val, 64)
+		default:
+			err = fmt.Errorf("unknown key %q (want virtual, real, speed)", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if v.IsZero() || r == 0 || speed <= 0 {
+		return nil, errors.New(`want "virtual=RFC3339,real=UNIX_MS,speed=N"`)
+	}
+	real0 := time.UnixMilli(r)
+	return func() time.Time { return v.Add(time.Duration(float64(time.Since(real0)) * speed)) }, nil
 }
 
 // exitError ends the process with a specific code after the command already reported why.

@@ -51,6 +51,7 @@ type env struct {
 	brokers                                                []string
 	usage, accounts, ledger, billing, status, journal, dlq string
 	conn                                                   driver.Conn
+	db                                                     string
 	sinkGroup                                              string
 	clock                                                  *clock
 }
@@ -67,6 +68,7 @@ func setup(t *testing.T) *env {
 	_, e.dlq = testinfra.Topic(t, 1, nil)
 	var cfg chx.Config
 	e.conn, cfg = testinfra.ClickHouse(t, clickhouse.Native)
+	e.db = cfg.Database
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, discard()); err != nil {
@@ -116,6 +118,12 @@ func (e *env) usageCall(t *testing.T, id, account, service string, calls int, ha
 // billingLines waits until the billing topic holds n events and returns them.
 func (e *env) billingLines(t *testing.T, n int) []string {
 	t.Helper()
+	return e.billingLinesUntil(t, func(lines []string) bool { return len(lines) >= n })
+}
+
+// billingLinesUntil reads the billing topic until done says so (or 90 s pass).
+func (e *env) billingLinesUntil(t *testing.T, done func([]string) bool) []string {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		var lines []string
@@ -131,7 +139,7 @@ func (e *env) billingLines(t *testing.T, n int) []string {
 			lines = append(lines, string(m.Value))
 		}
 		r.Close()
-		if len(lines) >= n || time.Now().After(deadline) {
+		if done(lines) || time.Now().After(deadline) {
 			return lines
 		}
 		time.Sleep(300 * time.Millisecond)

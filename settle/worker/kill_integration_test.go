@@ -1,0 +1,131 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/examples/ledger"
+	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
+)
+
+// The settle worker killed with SIGKILL at random moments through two months of traffic (with a
+// failing hold and a recharge), restarted each time: the billing topic ends up exactly what
+// `tally replay` gives for the exported log, with no event twice.
+func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills processes for a minute")
+	}
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.startSink(t, ctx)
+
+	// One virtual time line for this process and every worker process: 2026-08-01 → 2026-10-01
+	// in about 40 seconds.
+	v0 := at("2026-08-01T00:00:00+08:00")
+	r0 := time.Now()
+	const speed = 150_000.0
+	now := func() time.Time { return v0.Add(time.Duration(float64(time.Since(r0)) * speed)) }
+	spec := fmt.Sprintf("virtual=%s,real=%d,speed=%g", v0.Format(time.RFC3339), r0.UnixMilli(), speed)
+
+	l := ledger.New(ledger.Config{Brokers: e.brokers, BillingTopic: e.billing, LedgerTopic: e.ledger,
+		Balances: map[string]decimal.Decimal{"poor": decimal.NewFromInt(1)}, DefaultBalance: decimal.NewFromInt(1_000_000), Now: now}, discard())
+	go func() { _ = l.Run(ctx) }()
+
+	bin := testinfra.BuildTally(t, "../..")
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
+			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
+			"--sink-group", e.sinkGroup, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
+			"--grace", "1h", "--poll-interval", "20ms", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+
+	// The traffic, in virtual time, in the background.
+	traffic := make(chan struct{})
+	go func() {
+		defer close(traffic)
+		produce := func(topic, key, raw string, when time.Time) {
+			testinfra.Produce(t, e.brokers, topic, []kafka.Message{{Key: []byte(key), Value: []byte(raw), Time: when}})
+		}
+		produce(e.accounts, "acme", fmt.Sprintf(`{"specversion":"1.0","id":"act-1","type":%q,"time":%q,"data":{"account":"acme","service":"image-tagging"}}`,
+			settle.ActivatedType, now().Format(time.RFC3339)), now())
+		for day := 0; day < 61; day++ {
+			d := v0.AddDate(0, 0, day).Add(12 * time.Hour)
+			for now().Before(d) {
+				time.Sleep(2 * time.Millisecond)
+			}
+			for _, acct := range []string{"acme", "poor", "zed"} {
+				raw := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":"image-tagging","calls":%d}}`,
+					acct, day, d.Format(time.RFC3339), acct, 20_000+day*500)
+				produce(e.usage, acct, raw, d)
+			}
+			if day == 35 {
+				produce(e.ledger, "poor", fmt.Sprintf(`{"specversion":"1.0","id":"rc-poor","type":%q,"time":%q,"data":{"account":"poor","amount":"10000.00"}}`,
+					settle.RechargedType, d.Format(time.RFC3339)), d)
+				_ = l.Recharge(ctx, "poor", decimal.NewFromInt(10_000))
+			}
+		}
+	}()
+
+	r := rand.New(rand.NewPCG(9, 9))
+	kills := 0
+	for {
+		select {
+		case <-traffic:
+		default:
+			cmd := start()
+			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			kills++
+			continue
+		}
+		break
+	}
+	final := start()
+	defer func() { _ = final.Process.Signal(syscall.SIGTERM); _ = final.Wait() }()
+	for !now().After(at("2026-10-01T03:00:00+08:00")) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := e.billingLinesUntil(t, func(lines []string) bool {
+		return strings.Contains(strings.Join(lines, "\n"), `"id":"tally.bill.issued.v1:bill:zed:2026-09"`)
+	})
+	time.Sleep(2 * time.Second) // the rest of that settlement
+	got = e.billingLinesUntil(t, func([]string) bool { return true })
+	want := replayExport(t, e)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after %d kills the billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", kills, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	seen := map[string]bool{}
+	for _, line := range got {
+		id := line[strings.Index(line, `"id":"`)+6:]
+		id = id[:strings.Index(id, `"`)]
+		if seen[id] {
+			t.Fatalf("%s emitted twice", id)
+		}
+		seen[id] = true
+	}
+	for _, must := range []string{"tally.account.suspended.v1:hold:poor:2026-09", "tally.bill.issued.v1:bill:acme:2026-09"} {
+		if !seen[must] {
+			t.Errorf("missing %s", must)
+		}
+	}
+	t.Logf("%d kills; %d events, equal to the replay of the exported log", kills, len(got))
+}
