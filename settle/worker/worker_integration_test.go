@@ -238,3 +238,32 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	}
 	t.Logf("%d events, equal to the replay of the exported log", len(got))
 }
+
+// A worker that was down on day 1 settles when it starts on day 2, at the month's settlement
+// instant (so the bill is what it would have been on day 1), and settling again emits nothing.
+func TestWorkerDownOnDayOneSettlesOnDayTwo(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.startSink(t, ctx)
+	e.usageCall(t, "u1", "acme", "image-tagging", 20_000, "2026-10-05T10:00:00+08:00", "2026-10-05T10:00:01+08:00")
+	e.usageCall(t, "u2", "acme", "image-tagging", 1_000, "2026-10-31T23:00:00+08:00", "2026-11-01T09:00:00+08:00") // late: after the instant
+	e.clock.Set("2026-11-02T10:00:00+08:00")
+	done := e.startWorker(t, ctx)
+	got := e.billingLines(t, 2)
+	if len(got) != 2 || !strings.Contains(got[0], `"time":"2026-11-01T01:00:00+08:00"`) || !strings.Contains(got[0], `"calls":20000`) {
+		t.Fatalf("day-2 settlement:\n%s", strings.Join(got, "\n"))
+	}
+	cancel()
+	<-done
+	// Restarted: nothing new.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	done = e.startWorker(t, ctx2)
+	time.Sleep(3 * time.Second)
+	if again := e.billingLines(t, 2); len(again) != 2 {
+		t.Fatalf("a restart emitted again:\n%s", strings.Join(again, "\n"))
+	}
+	cancel2()
+	<-done
+}
