@@ -196,7 +196,11 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 		}
 		return Recharge{Account: d.Account, Amount: amt}, nil
 	case ClockTickType:
-		var d struct{}
+		// The settle worker records in "offsets" which usage records each tick covered; the
+		// billing core only needs the instant.
+		var d struct {
+			Offsets map[string]int64 `json:"offsets"`
+		}
 		if err := cloudevent.DecodeData(ev.Data, &d); err != nil {
 			return nil, err
 		}

@@ -213,9 +213,10 @@ func usageEvent(id, account, service string, calls int64, at time.Time) string {
 		id, at.Format(time.RFC3339Nano), account, service, calls)
 }
 
-// script is two months of a few accounts: acme just under 3M image-tagging calls (a late batch
-// lifts it into tier 3), globex with a free-beta service and a mid-month activation, initech on a
-// prepaid pack and too poor for its hold (it recharges later), umbrella on a contract price.
+// script is two months of four accounts over all eight services: acme just under 3M image-tagging
+// calls (a late batch lifts it into tier 3), globex with the free-beta service and a mid-month
+// activation, initech on a prepaid pack and too poor for its hold (it recharges later), umbrella
+// on a contract price; every seventh day a gateway resends its whole batch.
 func (d *demoDriver) script(m1, m2 period) error {
 	loc := d.loc
 	day0 := m1.Start(loc)
@@ -269,6 +270,9 @@ func (d *demoDriver) script(m1, m2 period) error {
 		}
 		add("initech", "product-recognition", 12_000)
 		add("umbrella", "celebrity-recognition", 8_000)
+		add("umbrella", "smart-cropping", 3_000)
+		add("globex", "image-quality", 1_200)
+		add("acme", "product-recognition-wechat", 900)
 		if err := d.usage(evs); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,34 +15,59 @@ import (
 	"github.com/tally-billing/tally/settle"
 )
 
+// Entry is one line of the settle worker's log.
+type Entry struct {
+	Line []byte
+	// Source is "topic/partition" and Offset the offset of a journalled input (empty for usage
+	// and ticks).
+	Source     string
+	Offset     int64
+	RecordedAt time.Time
+	// Tick: a settlement instant; Covered is the usage offsets it and the ticks before it cover.
+	Tick    bool
+	Covered Offsets
+}
+
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
-// usage received since the previous one. fn gets the line, its source ("topic/partition", empty
-// for usage and ticks), source offset, recordedat, and whether it is a tick.
-func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(line []byte, src string, off int64, recorded time.Time, tick bool) error) error {
-	var last time.Time
+// usage records the tick covers that the previous one did not.
+func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(Entry) error) error {
+	covered := Offsets{}
 	return ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
 		ev, err := cloudevent.Decode(m.Value)
 		if err != nil {
 			return fmt.Errorf("journal offset %d is not a CloudEvent: %w", m.Offset, err)
 		}
+		if ev.Type == settle.ClockTickType {
+			var d struct {
+				Offsets map[string]int64 `json:"offsets"`
+			}
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return fmt.Errorf("journal tick at offset %d: %w", m.Offset, err)
+			}
+			to := Offsets{}
+			for p, o := range d.Offsets {
+				n, err := strconv.ParseInt(p, 10, 32)
+				if err != nil {
+					return fmt.Errorf("journal tick at offset %d: partition %q", m.Offset, p)
+				}
+				to[int32(n)] = o
+			}
+			if err := usageLines(ctx, ch, covered, to, func(line []byte) error { return fn(Entry{Line: line}) }); err != nil {
+				return err
+			}
+			covered = to
+			return fn(Entry{Line: m.Value, RecordedAt: ev.Time, Tick: true, Covered: to})
+		}
+		e := Entry{Line: m.Value, RecordedAt: ev.RecordedAt}
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)
 		}
-		if ev.Type == settle.ClockTickType {
-			if err := usageLines(ctx, ch, last, ev.Time, func(line []byte) error { return fn(line, "", 0, time.Time{}, false) }); err != nil {
-				return err
-			}
-			last = ev.Time
-			return fn(m.Value, "", 0, ev.Time, true)
-		}
-		src := ""
-		var off int64
 		if t := h["tally-source-topic"]; t != "" {
-			src = t + "/" + h["tally-source-partition"]
-			off, _ = strconv.ParseInt(h["tally-source-offset"], 10, 64)
+			e.Source = t + "/" + h["tally-source-partition"]
+			e.Offset, _ = strconv.ParseInt(h["tally-source-offset"], 10, 64)
 		}
-		return fn(m.Value, src, off, ev.RecordedAt, false)
+		return fn(e)
 	})
 }
 
@@ -49,9 +75,9 @@ func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn
 // worker emitted.
 func Export(ctx context.Context, brokers []string, topic string, ch driver.Conn, out io.Writer) (int, error) {
 	n := 0
-	err := Journal(ctx, brokers, topic, ch, func(line []byte, _ string, _ int64, _ time.Time, _ bool) error {
+	err := Journal(ctx, brokers, topic, ch, func(e Entry) error {
 		n++
-		if _, err := out.Write(line); err != nil {
+		if _, err := out.Write(e.Line); err != nil {
 			return err
 		}
 		_, err := out.Write([]byte("\n"))

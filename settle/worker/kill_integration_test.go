@@ -19,9 +19,10 @@ import (
 	"github.com/tally-billing/tally/settle"
 )
 
-// The settle worker killed with SIGKILL at random moments through two months of traffic (with a
-// failing hold and a recharge), restarted each time: the billing topic ends up exactly what
-// `tally replay` gives for the exported log, with no event twice.
+// The sink and the settle worker, the roles on the billing path, killed with SIGKILL at random
+// moments through two months of traffic (with a failing hold and a recharge), restarted each
+// time: the billing topic ends up exactly what `tally replay` gives for the exported log, with no
+// event twice. (Ingest's and the aggregator's kill tests are in their packages.)
 func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills processes for a minute")
@@ -29,7 +30,6 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e.startSink(t, ctx)
 
 	// One virtual time line for this process and every worker process: 2026-08-01 → 2026-10-01
 	// in about 40 seconds.
@@ -44,6 +44,16 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	go func() { _ = l.Run(ctx) }()
 
 	bin := testinfra.BuildTally(t, "../..")
+	startSink := func() *exec.Cmd {
+		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-usage-dlq", e.dlq,
+			"--group", e.sinkGroup, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
+			"--batch-rows", "50", "--flush-interval", "50ms", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0", "--log-level", "error")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
@@ -77,6 +87,14 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 				produce(e.usage, acct, raw, d)
 			}
 			if day == 35 {
+				// Recharge once the failed hold has suspended the account (the settlement may
+				// wait for a restarted sink); usage produced meanwhile keeps its older times
+				// and is billed as late.
+				deadline := time.Now().Add(60 * time.Second)
+				for time.Now().Before(deadline) && !strings.Contains(strings.Join(e.billingLinesUntil(t, func([]string) bool { return true }), "\n"),
+					"tally.account.suspended.v1:hold:poor:2026-09") {
+					time.Sleep(200 * time.Millisecond)
+				}
 				produce(e.ledger, "poor", fmt.Sprintf(`{"specversion":"1.0","id":"rc-poor","type":%q,"time":%q,"data":{"account":"poor","amount":"10000.00"}}`,
 					settle.RechargedType, d.Format(time.RFC3339)), d)
 				_ = l.Recharge(ctx, "poor", decimal.NewFromInt(10_000))
@@ -86,21 +104,34 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 
 	r := rand.New(rand.NewPCG(9, 9))
 	kills := 0
+	kill := func(cmd *exec.Cmd) {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		kills++
+	}
+	sinkProc, settleProc := startSink(), start()
 	for {
 		select {
 		case <-traffic:
 		default:
-			cmd := start()
 			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
-			kills++
+			if r.IntN(2) == 0 {
+				kill(sinkProc)
+				sinkProc = startSink()
+			} else {
+				kill(settleProc)
+				settleProc = start()
+			}
 			continue
 		}
 		break
 	}
-	final := start()
-	defer func() { _ = final.Process.Signal(syscall.SIGTERM); _ = final.Wait() }()
+	defer func() {
+		for _, c := range []*exec.Cmd{sinkProc, settleProc} {
+			_ = c.Process.Signal(syscall.SIGTERM)
+			_ = c.Wait()
+		}
+	}()
 	for !now().After(at("2026-10-01T03:00:00+08:00")) {
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -12,18 +13,31 @@ import (
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
-// usageLines reads the usage rows ingest received in [from, to) from usage_events, in the order
-// they were received (receive time, then partition and offset), as CloudEvent lines whose
-// recordedat is the receive time: exactly what `tally replay` would read for them.
-func usageLines(ctx context.Context, ch driver.Conn, from, to time.Time, fn func(line []byte) error) error {
-	if from.IsZero() {
-		from = time.Unix(0, 0) // before anything ingest can have received
+// Offsets maps each usage partition to an offset.
+type Offsets map[int32]int64
+
+// usageLines reads the usage rows with offsets in [from, to) of each partition from usage_events,
+// in the order ingest received them (receive time, then partition and offset), as CloudEvent lines
+// whose recordedat is the receive time: exactly what `tally replay` reads for them. Offsets, not
+// times, bound a tick's usage, so a record appended after a settlement with an older timestamp
+// is billed at the next one (as late), never skipped.
+func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(line []byte) error) error {
+	var conds []string
+	var args []any
+	for p, end := range to {
+		if start := from[p]; end > start {
+			conds = append(conds, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
+			args = append(args, p, start, end)
+		}
+	}
+	if len(conds) == 0 {
+		return nil
 	}
 	rows, err := ch.Query(ctx, `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset
-		FROM usage_events WHERE received_at >= ? AND received_at < ?
-		ORDER BY received_at, kafka_partition, kafka_offset LIMIT 1 BY kafka_partition, kafka_offset`, from.UTC(), to.UTC())
+		FROM usage_events WHERE `+strings.Join(conds, " OR ")+`
+		ORDER BY received_at, kafka_partition, kafka_offset LIMIT 1 BY kafka_partition, kafka_offset`, args...)
 	if err != nil {
-		return fmt.Errorf("read usage received in [%s, %s): %w", from.Format(time.RFC3339), to.Format(time.RFC3339), err)
+		return fmt.Errorf("read usage: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -64,15 +78,17 @@ func firstReceived(ctx context.Context, ch driver.Conn) (time.Time, error) {
 // usageComplete reports whether every usage record received before s is in usage_events: for each
 // partition of the usage topic, the sink's progress has passed the first record at or after s
 // (or the end of the partition, when there is none yet).
-func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic, sinkGroup string, s time.Time) (bool, string, error) {
+//
+// It returns those offsets: the end of the usage the settlement at s covers.
+func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic, sinkGroup string, s time.Time) (Offsets, string, error) {
 	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
-		return false, "", err
+		return nil, "", err
 	}
 	parts, err := conn.ReadPartitions(topic)
 	conn.Close()
 	if err != nil {
-		return false, "", fmt.Errorf("partitions of %s: %w", topic, err)
+		return nil, "", fmt.Errorf("partitions of %s: %w", topic, err)
 	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	var atS, ends []kafka.OffsetRequest
@@ -82,42 +98,42 @@ func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic,
 	}
 	byTime, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: atS}})
 	if err != nil {
-		return false, "", fmt.Errorf("offsets of %s at %s: %w", topic, s.Format(time.RFC3339), err)
+		return nil, "", fmt.Errorf("offsets of %s at %s: %w", topic, s.Format(time.RFC3339), err)
 	}
 	last, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: ends}})
 	if err != nil {
-		return false, "", fmt.Errorf("end offsets of %s: %w", topic, err)
+		return nil, "", fmt.Errorf("end offsets of %s: %w", topic, err)
 	}
-	need := map[int]int64{}
+	need := Offsets{}
 	for _, po := range last.Topics[topic] {
-		need[po.Partition] = po.LastOffset
+		need[int32(po.Partition)] = po.LastOffset
 	}
 	for _, po := range byTime.Topics[topic] {
 		for off := range po.Offsets {
 			if off >= 0 {
-				need[po.Partition] = off
+				need[int32(po.Partition)] = off
 			}
 		}
 	}
-	done := map[int]int64{}
+	done := Offsets{}
 	rows, err := ch.Query(ctx, "SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? GROUP BY kafka_partition", sinkGroup, topic)
 	if err != nil {
-		return false, "", fmt.Errorf("read sink progress: %w", err)
+		return nil, "", fmt.Errorf("read sink progress: %w", err)
 	}
 	for rows.Next() {
 		var p int32
 		var o int64
 		if err := rows.Scan(&p, &o); err != nil {
 			rows.Close()
-			return false, "", err
+			return nil, "", err
 		}
-		done[int(p)] = o
+		done[p] = o
 	}
 	rows.Close()
 	for p, o := range need {
 		if done[p] < o {
-			return false, fmt.Sprintf("partition %d: sink at offset %d, usage before %s ends at %d", p, done[p], s.Format(time.RFC3339), o), nil
+			return nil, fmt.Sprintf("partition %d: sink at offset %d, usage before %s ends at %d", p, done[p], s.Format(time.RFC3339), o), nil
 		}
 	}
-	return true, "", nil
+	return need, "", nil
 }

@@ -92,7 +92,8 @@ type Worker struct {
 	journal  *kafka.Writer
 	clock    time.Time        // the journal's clock: the largest recordedat written
 	first    time.Time        // the first journalled input's recordedat
-	lastTick time.Time        // usage received before it has been fed
+	lastTick time.Time        // the last settlement instant
+	fed      Offsets          // usage offsets fed to the engine so far (what the last tick covered)
 	next     map[string]int64 // "topic/partition" → next offset to consume
 
 	mu   sync.Mutex
@@ -104,7 +105,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}}
+	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{}}
 	writer := func(topic string) *kafka.Writer {
 		return &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
 	}
@@ -176,21 +177,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("read emitted events: %w", err)
 	}
 	n := 0
-	if err := Journal(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, func(line []byte, src string, off int64, recorded time.Time, tick bool) error {
+	if err := Journal(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, func(e Entry) error {
 		n++
-		if tick {
-			w.lastTick = recorded
+		if e.Tick {
+			w.lastTick, w.fed = e.RecordedAt, e.Covered
 		}
-		if src != "" {
-			w.next[src] = off + 1
+		if e.Source != "" {
+			w.next[e.Source] = e.Offset + 1
+			if w.first.IsZero() {
+				w.first = e.RecordedAt
+			}
 		}
-		if recorded.After(w.clock) {
-			w.clock = recorded
+		if e.RecordedAt.After(w.clock) {
+			w.clock = e.RecordedAt
 		}
-		if src != "" && w.first.IsZero() {
-			w.first = recorded
-		}
-		return w.line(line)
+		return w.line(e.Line)
 	}); err != nil {
 		return fmt.Errorf("recover from the journal: %w", err)
 	}
@@ -229,11 +230,11 @@ func (w *Worker) live(ctx context.Context) error {
 			return err
 		}
 		if due {
-			ok, why, err := usageComplete(ctx, w.ch, w.cfg.Brokers, w.cfg.UsageTopic, w.cfg.SinkGroup, s)
+			covered, why, err := usageComplete(ctx, w.ch, w.cfg.Brokers, w.cfg.UsageTopic, w.cfg.SinkGroup, s)
 			if err != nil {
 				return err
 			}
-			if !ok {
+			if covered == nil {
 				// Hold every input until the month can settle: nothing recorded after the
 				// settlement instant may come before it in the log.
 				w.metrics.WaitingOnSink.Set(1)
@@ -251,7 +252,7 @@ func (w *Worker) live(ctx context.Context) error {
 			w.mu.Lock()
 			w.late = false
 			w.mu.Unlock()
-			if err := w.settleAt(ctx, s); err != nil {
+			if err := w.settleAt(ctx, s, covered); err != nil {
 				return err
 			}
 			continue
@@ -324,23 +325,39 @@ func (w *Worker) Ready(context.Context) error {
 	return nil
 }
 
-// settleAt feeds the usage received before s, journals the tick and applies it.
-func (w *Worker) settleAt(ctx context.Context, s time.Time) error {
-	if err := usageLines(ctx, w.ch, w.lastTick, s, w.line); err != nil {
+// settleAt feeds the usage up to the covered offsets, journals the tick and applies it.
+func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) error {
+	for p, o := range w.fed { // a partition never goes back
+		if covered[p] < o {
+			covered[p] = o
+		}
+	}
+	if err := usageLines(ctx, w.ch, w.fed, covered, w.line); err != nil {
 		return err
 	}
-	tick := tickLine(s, w.cfg.Billing.Location)
+	tick, err := tickLine(s, w.cfg.Billing.Location, covered)
+	if err != nil {
+		return err
+	}
 	if err := w.journal.WriteMessages(ctx, kafka.Message{Key: []byte("tick"), Value: tick}); err != nil {
 		return fmt.Errorf("journal tick: %w", err)
 	}
-	w.lastTick, w.clock = s, s
-	w.log.Info("settle: settlement instant", "instant", s)
+	w.lastTick, w.clock, w.fed = s, s, covered
+	w.log.Info("settle: settlement instant", "instant", s, "usage_offsets", covered)
 	return w.line(tick)
 }
 
-func tickLine(s time.Time, loc *time.Location) []byte {
+func tickLine(s time.Time, loc *time.Location, covered Offsets) ([]byte, error) {
 	at := cloudevent.FormatTime(s.In(loc))
-	return fmt.Appendf(nil, `{"specversion":"1.0","id":"tick:%s","source":"tally.settle","type":%q,"time":%q,"data":{}}`, at, settle.ClockTickType, at)
+	offs := map[string]int64{}
+	for p, o := range covered {
+		offs[strconv.Itoa(int(p))] = o
+	}
+	data, err := json.Marshal(map[string]any{"offsets": offs})
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, `{"specversion":"1.0","id":"tick:%s","source":"tally.settle","type":%q,"time":%q,"data":%s}`, at, settle.ClockTickType, at, data), nil
 }
 
 // journalInput stamps an input with the journal clock, journals it, then applies it.
