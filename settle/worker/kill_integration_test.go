@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,10 +21,11 @@ import (
 	"github.com/tally-billing/tally/settle"
 )
 
-// The sink and the settle worker, the roles on the billing path, killed with SIGKILL at random
-// moments through two months of traffic (with a failing hold and a recharge), restarted each
-// time: the billing topic ends up exactly what `tally replay` gives for the exported log, with no
-// event twice. (Ingest's and the aggregator's kill tests are in their packages.)
+// Ingest, the sink and the settle worker, the roles on the billing path, killed with SIGKILL at
+// random moments through two months of gateway traffic (retried until ingest says 200, as a
+// gateway does), with a failing hold and a recharge, restarted each time: the billing topic ends
+// up exactly what `tally replay` gives for the exported log, with no event twice. (The
+// aggregator is not on the billing path; its kill test is in aggregate/worker.)
 func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills processes for a minute")
@@ -44,6 +47,30 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	go func() { _ = l.Run(ctx) }()
 
 	bin := testinfra.BuildTally(t, "../..")
+	ingestAddr := freeAddr(t)
+	startIngest := func() *exec.Cmd {
+		cmd := exec.Command(bin, "ingest", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage,
+			"--http-addr", ingestAddr, "--admin-addr", "127.0.0.1:0", "--log-level", "error")
+		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// post sends usage as a gateway does: again and again until ingest answers 200.
+	post := func(body string) {
+		for ctx.Err() == nil {
+			resp, err := http.Post("http://"+ingestAddr+"/v1/events", "application/cloudevents+json", strings.NewReader(body))
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	startSink := func() *exec.Cmd {
 		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-usage-dlq", e.dlq,
 			"--group", e.sinkGroup, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
@@ -82,9 +109,8 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 				time.Sleep(2 * time.Millisecond)
 			}
 			for _, acct := range []string{"acme", "poor", "zed"} {
-				raw := fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":"image-tagging","calls":%d}}`,
-					acct, day, d.Format(time.RFC3339), acct, 20_000+day*500)
-				produce(e.usage, acct, raw, d)
+				post(fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":"image-tagging","calls":%d}}`,
+					acct, day, d.Format(time.RFC3339), acct, 20_000+day*500))
 			}
 			if day == 35 {
 				// Recharge once the failed hold has suspended the account (the settlement may
@@ -109,16 +135,20 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 		_ = cmd.Wait()
 		kills++
 	}
-	sinkProc, settleProc := startSink(), start()
+	ingestProc, sinkProc, settleProc := startIngest(), startSink(), start()
 	for {
 		select {
 		case <-traffic:
 		default:
 			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
-			if r.IntN(2) == 0 {
+			switch r.IntN(3) {
+			case 0:
+				kill(ingestProc)
+				ingestProc = startIngest()
+			case 1:
 				kill(sinkProc)
 				sinkProc = startSink()
-			} else {
+			default:
 				kill(settleProc)
 				settleProc = start()
 			}
@@ -127,7 +157,7 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 		break
 	}
 	defer func() {
-		for _, c := range []*exec.Cmd{sinkProc, settleProc} {
+		for _, c := range []*exec.Cmd{ingestProc, sinkProc, settleProc} {
 			_ = c.Process.Signal(syscall.SIGTERM)
 			_ = c.Wait()
 		}
@@ -159,4 +189,14 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("%d kills; %d events, equal to the replay of the exported log", kills, len(got))
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
