@@ -45,3 +45,26 @@ func BenchmarkWindowMemory(b *testing.B) {
 	runtime.KeepAlive(w)
 	runtime.KeepAlive(ids)
 }
+
+// BenchmarkKeyMemory measures the heap held per active key (account, service, month) of a
+// partition's totals, including the per-account index.
+func BenchmarkKeyMemory(b *testing.B) {
+	const accounts = 100_000
+	services := settle.DefaultCatalogue().ServiceIDs()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p := NewPartition(nil, 0, 1, shanghai, settle.DefaultCatalogue())
+	per := settle.Period{Year: 2026, Month: 10}
+	for a := range accounts {
+		acct := fmt.Sprintf("acct-%06d", a)
+		for _, s := range services {
+			p.add(Key{Account: acct, Service: s, Period: per}, 1)
+		}
+	}
+	clear(p.dirty)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(accounts*len(services)), "bytes/key")
+	runtime.KeepAlive(p)
+}

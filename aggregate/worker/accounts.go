@@ -33,12 +33,7 @@ func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slo
 
 // Run follows every partition from the beginning until ctx ends.
 func (a *Accounts) Run(ctx context.Context) error {
-	conn, err := kafka.DialContext(ctx, "tcp", a.brokers[0])
-	if err != nil {
-		return err
-	}
-	parts, err := conn.ReadPartitions(a.topic)
-	conn.Close()
+	parts, err := partitionsOf(ctx, a.brokers, a.topic)
 	if err != nil {
 		return err
 	}
@@ -47,14 +42,14 @@ func (a *Accounts) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: a.brokers, Topic: a.topic, Partition: p.ID, MaxWait: 500 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: a.brokers, Topic: a.topic, Partition: p, MaxWait: 500 * time.Millisecond})
 			defer r.Close()
 			_ = r.SetOffset(kafka.FirstOffset)
 			for {
 				m, err := r.ReadMessage(ctx)
 				if err != nil {
 					if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-						a.log.Warn("accounts follower stopped", "partition", p.ID, "err", err)
+						a.log.Warn("accounts follower stopped", "partition", p, "err", err)
 					}
 					return
 				}

@@ -33,14 +33,17 @@ type UsageResponse struct {
 type API struct {
 	Worker   *Worker
 	Accounts *Accounts
+	Statuses *Statuses
 	Billing  settle.Config
 	Now      func() time.Time
 }
 
-// Handler routes GET /v1/accounts/{account}/usage?period=YYYY-MM.
+// Handler routes GET /v1/accounts/{account}/usage?period=YYYY-MM and
+// GET /v1/accounts/{account}/status.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/accounts/{account}/usage", a.usage)
+	mux.HandleFunc("GET /v1/accounts/{account}/status", a.status)
 	return mux
 }
 

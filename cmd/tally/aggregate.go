@@ -57,12 +57,14 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	accounts := worker.NewAccounts(kf.list(), *tf.accounts, cfg.Catalogue, log)
+	statuses := worker.NewStatuses(kf.list(), *tf.status, log)
 	r.needKafka(kf.list())
 	r.needClickHouse(conn)
 	r.run(w.Run)
 	r.run(accounts.Run)
+	r.run(statuses.Run)
 	if *apiAddr != "" {
-		api := &worker.API{Worker: w, Accounts: accounts, Billing: cfg, Now: env.clock()}
+		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Billing: cfg, Now: env.clock()}
 		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
 			return err
 		}

@@ -1,0 +1,125 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/settle"
+)
+
+// Statuses follows the compacted account-status topic the settle worker writes, for
+// GET /v1/accounts/{account}/status.
+type Statuses struct {
+	brokers []string
+	topic   string
+	log     *slog.Logger
+
+	mu sync.RWMutex
+	by map[string]AccountStatus
+}
+
+// AccountStatus is the body of GET /v1/accounts/{account}/status.
+type AccountStatus struct {
+	Account string `json:"account"`
+	Status  string `json:"status"` // active or suspended
+	Reason  string `json:"reason,omitempty"`
+	Since   string `json:"since,omitempty"`
+}
+
+// NewStatuses builds the follower.
+func NewStatuses(brokers []string, topic string, log *slog.Logger) *Statuses {
+	return &Statuses{brokers: brokers, topic: topic, log: log, by: map[string]AccountStatus{}}
+}
+
+// Run follows every partition from the beginning until ctx ends.
+func (s *Statuses) Run(ctx context.Context) error {
+	parts, err := partitionsOf(ctx, s.brokers, s.topic)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.brokers, Topic: s.topic, Partition: p, MaxWait: 500 * time.Millisecond})
+			defer r.Close()
+			_ = r.SetOffset(kafka.FirstOffset)
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+						s.log.Warn("account-status follower stopped", "partition", p, "err", err)
+					}
+					return
+				}
+				s.apply(m.Value)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Statuses) apply(raw []byte) {
+	var ev struct {
+		Type string               `json:"type"`
+		Time string               `json:"time"`
+		Data settle.AccountStatus `json:"data"`
+	}
+	if json.Unmarshal(raw, &ev) != nil || ev.Data.Account == "" {
+		return
+	}
+	st := AccountStatus{Account: ev.Data.Account, Status: "active", Reason: ev.Data.Reason, Since: ev.Time}
+	if ev.Type == settle.AccountSuspendedType {
+		st.Status = "suspended"
+	}
+	s.mu.Lock()
+	s.by[st.Account] = st
+	s.mu.Unlock()
+}
+
+// Get is the account's status: active unless the last status event suspended it.
+func (s *Statuses) Get(account string) AccountStatus {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if st, ok := s.by[account]; ok {
+		return st
+	}
+	return AccountStatus{Account: account, Status: "active"}
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request) {
+	account := r.PathValue("account")
+	if err := ingest.ValidateAccount(account); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(a.Statuses.Get(account))
+}
+
+func partitionsOf(ctx context.Context, brokers []string, topic string) ([]int, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ps, err := conn.ReadPartitions(topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, len(ps))
+	for i, p := range ps {
+		out[i] = p.ID
+	}
+	return out, nil
+}
