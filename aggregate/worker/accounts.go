@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -33,32 +33,7 @@ func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slo
 
 // Run follows every partition from the beginning until ctx ends.
 func (a *Accounts) Run(ctx context.Context) error {
-	parts, err := partitionsOf(ctx, a.brokers, a.topic)
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: a.brokers, Topic: a.topic, Partition: p, MaxWait: 500 * time.Millisecond})
-			defer r.Close()
-			_ = r.SetOffset(kafka.FirstOffset)
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-						a.log.Warn("accounts follower stopped", "partition", p, "err", err)
-					}
-					return
-				}
-				a.apply(m)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return kafkax.Follow(ctx, a.brokers, a.topic, a.apply)
 }
 
 func (a *Accounts) apply(m kafka.Message) {

@@ -3,15 +3,14 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -41,32 +40,7 @@ func NewStatuses(brokers []string, topic string, log *slog.Logger) *Statuses {
 
 // Run follows every partition from the beginning until ctx ends.
 func (s *Statuses) Run(ctx context.Context) error {
-	parts, err := partitionsOf(ctx, s.brokers, s.topic)
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.brokers, Topic: s.topic, Partition: p, MaxWait: 500 * time.Millisecond})
-			defer r.Close()
-			_ = r.SetOffset(kafka.FirstOffset)
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-						s.log.Warn("account-status follower stopped", "partition", p, "err", err)
-					}
-					return
-				}
-				s.apply(m.Value)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	return kafkax.Follow(ctx, s.brokers, s.topic, func(m kafka.Message) { s.apply(m.Value) })
 }
 
 func (s *Statuses) apply(raw []byte) {
@@ -105,21 +79,4 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(a.Statuses.Get(account))
-}
-
-func partitionsOf(ctx context.Context, brokers []string, topic string) ([]int, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	ps, err := conn.ReadPartitions(topic)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]int, len(ps))
-	for i, p := range ps {
-		out[i] = p.ID
-	}
-	return out, nil
 }

@@ -322,7 +322,7 @@ type billingEvent struct {
 
 func readBilling(ctx context.Context, brokers []string, topic string) ([]billingEvent, error) {
 	var out []billingEvent
-	err := worker.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
+	err := kafkax.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
 		var e billingEvent
 		if err := json.Unmarshal(m.Value, &e); err != nil {
 			return err

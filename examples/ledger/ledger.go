@@ -20,6 +20,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -80,42 +81,17 @@ func (l *Ledger) available(account string) decimal.Decimal {
 // Run reads the billing topic (every partition, from the start) and answers until ctx ends.
 func (l *Ledger) Run(ctx context.Context) error {
 	defer l.out.Close()
-	conn, err := kafka.DialContext(ctx, "tcp", l.cfg.Brokers[0])
-	if err != nil {
-		return err
-	}
-	parts, err := conn.ReadPartitions(l.cfg.BillingTopic)
-	conn.Close()
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	errc := make(chan error, len(parts))
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: l.cfg.Brokers, Topic: l.cfg.BillingTopic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
-			defer r.Close()
-			_ = r.SetOffset(kafka.FirstOffset)
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						errc <- err
-					}
-					return
-				}
-				if err := l.apply(ctx, m.Value); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	return <-errc
+	var mu sync.Mutex
+	var failed error
+	err := kafkax.Follow(ctx, l.cfg.Brokers, l.cfg.BillingTopic, func(m kafka.Message) {
+		if err := l.apply(ctx, m.Value); err != nil && ctx.Err() == nil {
+			mu.Lock()
+			failed = errors.Join(failed, err)
+			mu.Unlock()
+			l.log.Error("example ledger: answering failed", "err", err)
+		}
+	})
+	return errors.Join(err, failed)
 }
 
 func (l *Ledger) apply(ctx context.Context, raw []byte) error {

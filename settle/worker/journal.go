@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -32,7 +33,7 @@ type Entry struct {
 // usage records the tick covers that the previous one did not.
 func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(Entry) error) error {
 	covered := Offsets{}
-	return ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
+	return kafkax.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
 		ev, err := cloudevent.Decode(m.Value)
 		if err != nil {
 			return fmt.Errorf("journal offset %d is not a CloudEvent: %w", m.Offset, err)
@@ -84,62 +85,4 @@ func Export(ctx context.Context, brokers []string, topic string, ch driver.Conn,
 		return err
 	})
 	return n, err
-}
-
-func partitions(ctx context.Context, brokers []string, topic string) ([]int, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	ps, err := conn.ReadPartitions(topic)
-	if err != nil {
-		return nil, fmt.Errorf("partitions of %s: %w", topic, err)
-	}
-	out := make([]int, len(ps))
-	for i, p := range ps {
-		out[i] = p.ID
-	}
-	return out, nil
-}
-
-// ReadAll reads every partition of topic from the start to its current end, partition by
-// partition (the journal has one partition, so that is its order).
-func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
-	parts, err := partitions(ctx, brokers, topic)
-	if err != nil {
-		return err
-	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	for _, p := range parts {
-		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
-		if err != nil {
-			return fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
-		}
-		first, end := resp.Topics[topic][0].FirstOffset, resp.Topics[topic][0].LastOffset
-		if end <= first {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
-		if err := r.SetOffset(first); err != nil {
-			r.Close()
-			return err
-		}
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				r.Close()
-				return fmt.Errorf("read %s/%d: %w", topic, p, err)
-			}
-			if err := fn(m); err != nil {
-				r.Close()
-				return err
-			}
-			if m.Offset >= end-1 {
-				break
-			}
-		}
-		r.Close()
-	}
-	return nil
 }

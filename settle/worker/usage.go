@@ -11,6 +11,7 @@ import (
 
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 )
 
 // Offsets maps each usage partition to an offset.
@@ -81,20 +82,15 @@ func firstReceived(ctx context.Context, ch driver.Conn) (time.Time, error) {
 //
 // It returns those offsets: the end of the usage the settlement at s covers.
 func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic, sinkGroup string, s time.Time) (Offsets, string, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	parts, err := kafkax.Partitions(ctx, brokers, topic)
 	if err != nil {
 		return nil, "", err
-	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		return nil, "", fmt.Errorf("partitions of %s: %w", topic, err)
 	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	var atS, ends []kafka.OffsetRequest
 	for _, p := range parts {
-		atS = append(atS, kafka.TimeOffsetOf(p.ID, s))
-		ends = append(ends, kafka.LastOffsetOf(p.ID))
+		atS = append(atS, kafka.TimeOffsetOf(p, s))
+		ends = append(ends, kafka.LastOffsetOf(p))
 	}
 	byTime, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: atS}})
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -167,7 +168,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.billing.Close()
 	defer w.status.Close()
 	defer w.journal.Close()
-	if err := ReadAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
+	if err := kafkax.ReadAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
 		var o struct{ ID string }
 		if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
 			w.emitted[o.ID] = true
@@ -202,7 +203,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) live(ctx context.Context) error {
 	readers := map[string]*kafka.Reader{}
 	for _, topic := range []string{w.cfg.AccountsTopic, w.cfg.LedgerTopic} {
-		parts, err := partitions(ctx, w.cfg.Brokers, topic)
+		parts, err := kafkax.Partitions(ctx, w.cfg.Brokers, topic)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,112 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Partitions lists the partition ids of topic.
+func Partitions(ctx context.Context, brokers []string, topic string) ([]int, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("kafka: no brokers configured")
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ps, err := conn.ReadPartitions(topic)
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", topic, err)
+	}
+	out := make([]int, len(ps))
+	for i, p := range ps {
+		out[i] = p.ID
+	}
+	return out, nil
+}
+
+// ReadAll reads every partition of topic from its start to its end as of the call, partition by
+// partition (a one-partition topic is read in log order), then returns.
+func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
+	parts, err := Partitions(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	for _, p := range parts {
+		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
+		if err != nil {
+			return fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
+		}
+		first, end := resp.Topics[topic][0].FirstOffset, resp.Topics[topic][0].LastOffset
+		if end <= first {
+			continue
+		}
+		if err := readRange(ctx, brokers, topic, p, first, end, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readRange(ctx context.Context, brokers []string, topic string, p int, first, end int64, fn func(kafka.Message) error) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return err
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s/%d: %w", topic, p, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		if m.Offset >= end-1 {
+			return nil
+		}
+	}
+}
+
+// Follow reads every partition of topic from the start and keeps following it until ctx ends,
+// calling fn (from one goroutine per partition) for each record. It returns the first read error.
+func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.Message)) error {
+	parts, err := Partitions(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(parts))
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 200 * time.Millisecond})
+			defer r.Close()
+			if err := r.SetOffset(kafka.FirstOffset); err != nil {
+				errc <- err
+				return
+			}
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						errc <- fmt.Errorf("follow %s/%d: %w", topic, p, err)
+					}
+					return
+				}
+				fn(m)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
