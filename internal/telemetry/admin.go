@@ -98,3 +98,6 @@ func (a *Admin) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SetInt sets a gauge to an integer value (a count or a code such as a YYYYMM period).
+func SetInt(g prometheus.Gauge, v int64) { g.Set(float64(v)) }

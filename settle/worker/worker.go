@@ -29,6 +29,7 @@ import (
 
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -157,7 +158,7 @@ func (w *Worker) line(raw []byte) error {
 	}
 	if err == nil {
 		if s := w.rep.Engine().Settled(); !s.IsZero() {
-			w.metrics.Settled.Set(float64(s.Year*100 + int(s.Month)))
+			telemetry.SetInt(w.metrics.Settled, int64(s.Year*100+int(s.Month)))
 		}
 	}
 	return err
