@@ -9,6 +9,7 @@ type Metrics struct {
 	Freshness         prometheus.Histogram
 	CheckpointSeconds prometheus.Histogram
 	Lag               *prometheus.GaugeVec
+	Differences       *prometheus.GaugeVec
 }
 
 // NewMetrics registers the aggregator metrics on reg.
@@ -21,7 +22,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		CheckpointSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_aggregate_checkpoint_seconds", Help: "Time to write one checkpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_consumer_lag", Help: "Records behind the end of the partition."}, []string{"partition"}),
+		Differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_reconcile_differences",
+			Help: "(account, service) pairs whose running total differs from the exact recount, at the last periodic reconciliation."}, []string{"period"}),
 	}
-	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.Lag)
+	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.Lag, m.Differences)
 	return m
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -77,4 +79,35 @@ func sums(ctx context.Context, ch driver.Conn, query string, args ...any) (map[a
 		out[k] = v
 	}
 	return out, rows.Err()
+}
+
+// ReconcileEvery reconciles the current and the previous month every interval until ctx ends,
+// exporting the number of differences per period (tally_aggregate_reconcile_differences). A
+// difference that persists while the aggregator and the sink keep up means duplicates further apart
+// than the dedup window (bills are not affected: settlement recounts).
+func (w *Worker) ReconcileEvery(ctx context.Context, interval time.Duration, now func() time.Time) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cur := settle.PeriodOf(now(), w.cfg.Location)
+		for _, p := range []settle.Period{cur.Prev(), cur} {
+			diffs, err := Reconcile(ctx, w.store.ch, w.cfg.Group, w.cfg.Topic, p)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				w.log.Warn("aggregate: periodic reconciliation failed", "period", p.String(), "err", err)
+				continue
+			}
+			telemetry.SetInt(w.metrics.Differences.WithLabelValues(p.String()), int64(len(diffs)))
+			if len(diffs) > 0 {
+				w.log.Info("aggregate: running totals differ from the exact recount", "period", p.String(), "differences", len(diffs), "first", diffs[0])
+			}
+		}
+	}
 }

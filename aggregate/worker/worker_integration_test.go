@@ -16,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/aggregate/worker"
@@ -207,10 +208,12 @@ func TestTwoAggregatorsOneStopped(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	startSink(t, e, ctx)
+	var metrics *worker.Metrics
 	newWorker := func() *worker.Worker {
+		metrics = worker.NewMetrics(prometheus.NewRegistry())
 		w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, CheckpointInterval: 100 * time.Millisecond,
 			SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
-			e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(prometheus.NewRegistry()))
+			e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +222,9 @@ func TestTwoAggregatorsOneStopped(t *testing.T) {
 	ctxA, stopA := context.WithCancel(ctx)
 	doneA := make(chan error, 1)
 	go func() { doneA <- newWorker().Run(ctxA) }()
-	go func() { _ = newWorker().Run(ctx) }()
+	survivor := newWorker()
+	survivorMetrics := metrics
+	go func() { _ = survivor.Run(ctx) }()
 	testinfra.Produce(t, e.brokers, e.topic, msgs[:len(msgs)/2])
 	time.Sleep(3 * time.Second)
 	stopA()
@@ -229,4 +234,27 @@ func TestTwoAggregatorsOneStopped(t *testing.T) {
 	testinfra.Produce(t, e.brokers, e.topic, msgs[len(msgs)/2:])
 	waitCaughtUp(t, e)
 	checkExact(t, e, want)
+
+	// The periodic reconciliation says so as a metric, and notices a difference.
+	go func() {
+		_ = survivor.ReconcileEvery(ctx, 100*time.Millisecond, func() time.Time { return at("2026-11-15T00:00:00+08:00") })
+	}()
+	gauge := func(p string) float64 { return testutil.ToFloat64(survivorMetrics.Differences.WithLabelValues(p)) }
+	time.Sleep(time.Second)
+	if gauge("2026-10") != 0 || gauge("2026-11") != 0 {
+		t.Fatalf("differences %v %v, want 0", gauge("2026-10"), gauge("2026-11"))
+	}
+	if err := e.conn.Exec(context.Background(), `INSERT INTO usage_events (account, service, period, id, event_time, calls, received_at, kafka_topic, kafka_partition, kafka_offset)
+		VALUES ('acct-0', 'image-tagging', 202610, 'not-folded', now64(9), 5, now64(3), 'elsewhere', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for gauge("2026-10") != 1 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if gauge("2026-10") != 1 {
+		t.Fatalf("a row the aggregator never folded: differences %v, want 1", gauge("2026-10"))
+	}
 }
+
+func at(s string) time.Time { t, _ := time.Parse(time.RFC3339, s); return t }

@@ -33,6 +33,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	interval := fs.Duration("checkpoint-interval", time.Second, "how often totals are checkpointed and published")
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
+	reconcileEvery := fs.Duration("reconcile-interval", 5*time.Minute, "how often to compare running totals with the exact recount (0: never)")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:9103", "address of /metrics, /healthz, /readyz")
 	if err := env.parse(fs, args); err != nil {
 		return err
@@ -63,6 +64,9 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	r.run(w.Run)
 	r.run(accounts.Run)
 	r.run(statuses.Run)
+	if *reconcileEvery > 0 {
+		r.run(func(ctx context.Context) error { return w.ReconcileEvery(ctx, *reconcileEvery, env.clock()) })
+	}
 	if *apiAddr != "" {
 		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Billing: cfg, Now: env.clock()}
 		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
