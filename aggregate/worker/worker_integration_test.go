@@ -221,9 +221,10 @@ func TestTwoAggregatorsOneStopped(t *testing.T) {
 	}
 	ctxA, stopA := context.WithCancel(ctx)
 	doneA := make(chan error, 1)
-	go func() { doneA <- newWorker().Run(ctxA) }()
+	stopped := newWorker() // both built here, before either runs: newWorker sets metrics
 	survivor := newWorker()
 	survivorMetrics := metrics
+	go func() { doneA <- stopped.Run(ctxA) }()
 	go func() { _ = survivor.Run(ctx) }()
 	testinfra.Produce(t, e.brokers, e.topic, msgs[:len(msgs)/2])
 	time.Sleep(3 * time.Second)
