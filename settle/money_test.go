@@ -59,3 +59,10 @@ func TestPeriodString(t *testing.T) {
 		}
 	}
 }
+
+func TestPeriodYYYYMM(t *testing.T) {
+	p := Period{Year: 2026, Month: 10}
+	if p.YYYYMM() != 202610 || PeriodOfYYYYMM(202610) != p || PeriodOfYYYYMM(202001) != (Period{Year: 2020, Month: 1}) {
+		t.Fatalf("%d %v", p.YYYYMM(), PeriodOfYYYYMM(202610))
+	}
+}

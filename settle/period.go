@@ -54,6 +54,12 @@ func (p Period) Before(q Period) bool {
 	return p.Year < q.Year || p.Year == q.Year && p.Month < q.Month
 }
 
+// YYYYMM is the period as a number (202610), the form ClickHouse tables partition by.
+func (p Period) YYYYMM() uint32 { return uint32(p.Year*100 + int(p.Month)) }
+
+// PeriodOfYYYYMM is the inverse of YYYYMM.
+func PeriodOfYYYYMM(n uint32) Period { return Period{Year: int(n / 100), Month: time.Month(n % 100)} }
+
 // IsZero reports whether p is the zero Period.
 func (p Period) IsZero() bool { return p.Year == 0 && p.Month == 0 }
 

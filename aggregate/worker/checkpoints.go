@@ -45,7 +45,7 @@ func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Ke
 		if err := rows.Scan(&k.Account, &k.Service, &period, &calls); err != nil {
 			return nil, 0, err
 		}
-		k.Period = settle.Period{Year: int(period / 100), Month: time.Month(period % 100)}
+		k.Period = settle.PeriodOfYYYYMM(period)
 		totals[k] = int64(calls)
 	}
 	return totals, next, rows.Err()
@@ -61,7 +61,7 @@ func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggre
 			return fmt.Errorf("prepare checkpoint: %w", err)
 		}
 		for k, v := range changed {
-			if err := b.Append(c.consumer, c.topic, int32(partition), next, k.Account, k.Service, uint32(k.Period.Year*100+int(k.Period.Month)), uint64(v)); err != nil {
+			if err := b.Append(c.consumer, c.topic, int32(partition), next, k.Account, k.Service, k.Period.YYYYMM(), uint64(v)); err != nil {
 				_ = b.Abort()
 				return err
 			}

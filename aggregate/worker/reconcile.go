@@ -23,7 +23,7 @@ type Difference struct {
 // checkpoint, with an exact recount from usage_events (FINAL: every identity once). Run it when
 // the aggregator and the sink have caught up, or differences only say that one is behind.
 func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p settle.Period) ([]Difference, error) {
-	period := uint32(p.Year*100 + int(p.Month))
+	period := p.YYYYMM()
 	running, err := sums(ctx, ch, `
 		SELECT account, service, toInt64(sum(calls)) FROM (
 			SELECT t.kafka_partition AS part, t.account AS account, t.service AS service, argMax(t.calls, t.next_offset) AS calls

@@ -169,7 +169,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 			continue
 		}
 		p := settle.PeriodOf(u.Time, s.cfg.Location)
-		rows = append(rows, row{u: u, period: uint32(p.Year*100 + int(p.Month)), m: m})
+		rows = append(rows, row{u: u, period: p.YYYYMM(), m: m})
 	}
 	if len(dead) > 0 {
 		if err := s.dlq.WriteMessages(ctx, dead...); err != nil {

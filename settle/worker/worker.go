@@ -158,7 +158,7 @@ func (w *Worker) line(raw []byte) error {
 	}
 	if err == nil {
 		if s := w.rep.Engine().Settled(); !s.IsZero() {
-			telemetry.SetInt(w.metrics.Settled, int64(s.Year*100+int(s.Month)))
+			telemetry.SetInt(w.metrics.Settled, int64(s.YYYYMM()))
 		}
 	}
 	return err
