@@ -23,35 +23,22 @@ func init() {
 
 func runAggregate(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("aggregate")
-	kf := addKafkaFlags(fs)
-	tf := addTopicFlags(fs)
-	cf := addClickHouseFlags(fs)
-	lf := addLogFlags(fs)
-	billing := billingFlags(fs)
+	rf := addRoleFlags(fs, "127.0.0.1:9103", true)
+	kf, tf := rf.kafka, rf.topics
 	group := fs.String("group", "tally-aggregate", "Kafka consumer group of the aggregator instances")
 	window := fs.Int("dedup-window", 100_000, "records per partition within which a retried event id is dropped")
 	interval := fs.Duration("checkpoint-interval", time.Second, "how often totals are checkpointed and published")
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
 	reconcileEvery := fs.Duration("reconcile-interval", 5*time.Minute, "how often to compare running totals with the exact recount (0: never)")
-	adminAddr := fs.String("admin-addr", "127.0.0.1:9103", "address of /metrics, /healthz, /readyz")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
-	log, err := lf.logger(env)
+	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
-	cfg, err := billing()
-	if err != nil {
-		return err
-	}
-	conn, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	r := startRole(ctx, *adminAddr, log)
+	log := r.log
 	w, err := worker.New(worker.Config{Brokers: kf.list(), Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window,
 		CheckpointInterval: *interval, SessionTimeout: *session, Location: cfg.Location, Services: cfg.Catalogue}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
@@ -59,8 +46,6 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	}
 	accounts := worker.NewAccounts(kf.list(), *tf.accounts, cfg.Catalogue, log)
 	statuses := worker.NewStatuses(kf.list(), *tf.status, log)
-	r.needKafka(kf.list())
-	r.needClickHouse(conn)
 	r.run(w.Run)
 	r.run(accounts.Run)
 	r.run(statuses.Run)

@@ -21,26 +21,15 @@ func init() {
 
 func runIngest(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("ingest")
-	kf := addKafkaFlags(fs)
-	tf := addTopicFlags(fs)
-	lf := addLogFlags(fs)
-	billing := billingFlags(fs)
+	rf := addRoleFlags(fs, "127.0.0.1:9101", false)
+	kf, tf := rf.kafka, rf.topics
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the ingest API")
-	adminAddr := fs.String("admin-addr", "127.0.0.1:9101", "address of /metrics, /healthz, /readyz")
 	apiKeys := fs.String("api-keys", "", "gateway API keys as name=key,name=key (or @FILE with one name=key per line); empty: loopback clients only")
 	maxBody := fs.Int64("max-body-bytes", 4<<20, "largest request body")
 	maxBatch := fs.Int("max-batch", 1000, "most events in one batch request")
 	batchTimeout := fs.Duration("kafka-batch-timeout", 2*time.Millisecond, "how long the Kafka writer waits to fill a batch")
 	compression := fs.String("kafka-compression", "lz4", "compression of usage records: none, gzip, snappy, lz4, zstd")
 	if err := env.parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger(env)
-	if err != nil {
-		return err
-	}
-	cfg, err := billing()
-	if err != nil {
 		return err
 	}
 	keys, err := parseAPIKeys(*apiKeys)
@@ -55,13 +44,16 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	defer writer.Close()
 
-	r := startRole(ctx, *adminAddr, log)
+	r, cfg, _, err := rf.start(ctx, env)
+	if err != nil {
+		return err
+	}
+	log := r.log
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: 15 * time.Second},
 		cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
 	}
-	r.needKafka(kf.list())
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
 	log.Info("ingest publishing usage", "topic", *tf.usage, "brokers", *kf.brokers, "api_keys", len(keys))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/telemetry"
+	"github.com/tally-billing/tally/settle"
 )
 
 // role runs a long-lived subcommand: its admin server (/metrics, /healthz, /readyz) and its
@@ -26,6 +28,56 @@ type role struct {
 	admin    *telemetry.Admin
 	g        *errgroup.Group
 	ctx      context.Context
+	closers  []func() error
+}
+
+// roleFlags are the settings the long-running roles share: Kafka and its topics, logging, the
+// billing core, the admin address and, for the roles that use it, ClickHouse.
+type roleFlags struct {
+	kafka      kafkaFlags
+	topics     topicFlags
+	clickhouse *clickhouseFlags // nil: the role does not use ClickHouse
+	log        logFlags
+	billing    func() (settle.Config, error)
+	admin      *string
+}
+
+func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleFlags {
+	f := roleFlags{kafka: addKafkaFlags(fs), topics: addTopicFlags(fs)}
+	if usesClickHouse {
+		cf := addClickHouseFlags(fs)
+		f.clickhouse = &cf
+	}
+	f.log = addLogFlags(fs)
+	f.billing = billingFlags(fs)
+	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz, /readyz")
+	return f
+}
+
+// start resolves the shared settings, connects to ClickHouse (nil conn for roles without it) and
+// starts the role with readiness checks on its dependencies. wait closes the connection.
+func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.Config, driver.Conn, error) {
+	log, err := f.log.logger(env)
+	if err != nil {
+		return nil, settle.Config{}, nil, err
+	}
+	cfg, err := f.billing()
+	if err != nil {
+		return nil, settle.Config{}, nil, err
+	}
+	var conn driver.Conn
+	if f.clickhouse != nil {
+		if conn, err = f.clickhouse.open(ctx); err != nil {
+			return nil, settle.Config{}, nil, err
+		}
+	}
+	r := startRole(ctx, *f.admin, log)
+	r.needKafka(f.kafka.list())
+	if conn != nil {
+		r.needClickHouse(conn)
+		r.closers = append(r.closers, conn.Close)
+	}
+	return r, cfg, conn, nil
 }
 
 func startRole(ctx context.Context, adminAddr string, log *slog.Logger) *role {
@@ -73,7 +125,13 @@ func (r *role) serveHTTP(name, addr string, handler http.Handler, drain time.Dur
 	return nil
 }
 
-func (r *role) wait() error { return r.g.Wait() }
+func (r *role) wait() error {
+	err := r.g.Wait()
+	for _, c := range r.closers {
+		_ = c()
+	}
+	return err
+}
 
 // open connects to ClickHouse as the flags say.
 func (c clickhouseFlags) open(ctx context.Context) (driver.Conn, error) {

@@ -21,40 +21,25 @@ func init() {
 
 func runSettle(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("settle")
-	kf := addKafkaFlags(fs)
-	tf := addTopicFlags(fs)
-	cf := addClickHouseFlags(fs)
-	lf := addLogFlags(fs)
-	billing := billingFlags(fs)
+	rf := addRoleFlags(fs, "127.0.0.1:9104", true)
+	kf, tf := rf.kafka, rf.topics
 	grace := fs.Duration("grace", 2*time.Hour, "settle month M this long after the first instant of M+1")
 	sinkGroup := fs.String("sink-group", "tally-sink", "the sink's consumer group, whose progress says all usage is in ClickHouse")
 	poll := fs.Duration("poll-interval", 500*time.Millisecond, "how often to look for inputs and due settlements when idle")
-	adminAddr := fs.String("admin-addr", "127.0.0.1:9104", "address of /metrics, /healthz, /readyz")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
-	log, err := lf.logger(env)
+	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
-	cfg, err := billing()
-	if err != nil {
-		return err
-	}
-	conn, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	r := startRole(ctx, *adminAddr, log)
+	log := r.log
 	w, err := worker.New(worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
 		BillingTopic: *tf.billing, StatusTopic: *tf.status, JournalTopic: *tf.journal, SinkGroup: *sinkGroup,
 		Billing: cfg, Grace: *grace, Clock: env.clock(), PollInterval: *poll}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
 		return err
 	}
-	r.needKafka(kf.list())
-	r.needClickHouse(conn)
 	r.admin.AddCheck("settlement", w.Ready)
 	r.run(w.Run)
 	return r.wait()

@@ -16,33 +16,20 @@ func init() {
 
 func runSink(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("sink")
-	kf := addKafkaFlags(fs)
-	tf := addTopicFlags(fs)
-	cf := addClickHouseFlags(fs)
-	lf := addLogFlags(fs)
-	billing := billingFlags(fs)
+	rf := addRoleFlags(fs, "127.0.0.1:9102", true)
+	kf, tf := rf.kafka, rf.topics
 	group := fs.String("group", "tally-sink", "Kafka consumer group of the sink instances")
 	batchRows := fs.Int("batch-rows", 20000, "write a batch when it has this many records")
 	flush := fs.Duration("flush-interval", time.Second, "...or when its first record is this old")
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
-	adminAddr := fs.String("admin-addr", "127.0.0.1:9102", "address of /metrics, /healthz, /readyz")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
-	log, err := lf.logger(env)
+	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
-	cfg, err := billing()
-	if err != nil {
-		return err
-	}
-	conn, err := cf.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	r := startRole(ctx, *adminAddr, log)
+	log := r.log
 	s, err := sink.New(sink.Config{
 		Brokers: kf.list(), Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
 		BatchRows: *batchRows, FlushInterval: *flush, SessionTimeout: *session,
@@ -51,8 +38,6 @@ func runSink(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	r.needKafka(kf.list())
-	r.needClickHouse(conn)
 	r.run(s.Run)
 	return r.wait()
 }
