@@ -31,8 +31,11 @@ down: ## stop the Kafka and ClickHouse processes `make up` started
 status: ## show what runs where
 	@$(INFRA) status
 
-lint: ## go vet plus gofmt check
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: ## go vet, staticcheck (pinned) and a gofmt check
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 test: up lint ## start services if needed, vet, and run every test (unit + integration) with -race

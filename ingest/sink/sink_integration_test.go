@@ -26,13 +26,11 @@ import (
 )
 
 type env struct {
-	brokers          []string
-	topic, dlq, grp  string
-	conn             driver.Conn
-	cfg              chx.Config
-	partitions       int
-	endOffsets       map[int]int64
-	producedByOffset map[string]bool
+	brokers         []string
+	topic, dlq, grp string
+	conn            driver.Conn
+	cfg             chx.Config
+	partitions      int
 }
 
 func setup(t testing.TB, partitions int) *env {

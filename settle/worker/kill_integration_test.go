@@ -165,11 +165,11 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	for !now().After(at("2026-10-01T03:00:00+08:00")) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	got := e.billingLinesUntil(t, func(lines []string) bool {
+	e.billingLinesUntil(t, func(lines []string) bool { // wait for the last month's settlement …
 		return strings.Contains(strings.Join(lines, "\n"), `"id":"tally.bill.issued.v1:bill:zed:2026-09"`)
 	})
-	time.Sleep(2 * time.Second) // the rest of that settlement
-	got = e.billingLinesUntil(t, func([]string) bool { return true })
+	time.Sleep(2 * time.Second) // … and the rest of it
+	got := e.billingLinesUntil(t, func([]string) bool { return true })
 	want := replayExport(t, e)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("after %d kills the billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", kills, strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -195,12 +195,11 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	// The ledger fails globex's hold; the worker restarts; a recharge and a placed hold follow.
 	e.send(t, e.ledger, "globex", settle.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"globex","hold_id":"hold:globex:2026-11"}`)
 	e.billingLines(t, 5)
-	cancel2 := func() {}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel2 = context.WithCancel(context.Background())
+	ctx, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	e.startSink(t, ctx)
 	done = e.startWorker(t, ctx)
