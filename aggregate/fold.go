@@ -16,7 +16,6 @@
 package aggregate
 
 import (
-	"sort"
 	"sync"
 	"time"
 
@@ -31,18 +30,14 @@ type Key struct {
 	Period  settle.Period
 }
 
-// Window remembers the identities of the last N records, to drop retries. Memory: about
-// BytesPerID bytes per remembered record plus the identity's own length.
+// Window remembers the identities of the last N records, to drop retries. Memory: about 72 bytes
+// per remembered record plus the identity's own length (BenchmarkWindowMemory, BENCHMARKS.md).
 type Window struct {
 	ring  []string
 	next  int
 	full  bool
 	count map[string]int
 }
-
-// BytesPerID is the measured overhead of one remembered identity (ring slot, map entry, string
-// header), excluding the identity's bytes; see BENCHMARKS.md.
-const BytesPerID = 72
 
 // NewWindow remembers n records (n ≥ 1).
 func NewWindow(n int) *Window {
@@ -223,18 +218,4 @@ func (p *Partition) Stats() (folded, duplicates, invalid int64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.folded, p.duplicates, p.invalid
-}
-
-// SortKeys orders keys by account, service, period.
-func SortKeys(keys []Key) {
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.Account != b.Account {
-			return a.Account < b.Account
-		}
-		if a.Service != b.Service {
-			return a.Service < b.Service
-		}
-		return a.Period.Before(b.Period)
-	})
 }

@@ -493,7 +493,7 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 		if adjustments == nil {
 			adjustments = []Adjustment{}
 		}
-		bill := Bill{BillID: "bill:" + a.id + ":" + st.periodText, Account: a.id, Period: st.periodText, Currency: e.cfg.Catalogue.Currency,
+		bill := Bill{BillID: billID(a.id, st.periodText), Account: a.id, Period: st.periodText, Currency: e.cfg.Catalogue.Currency,
 			Lines: lines, Adjustments: adjustments, Total: total.String()}
 		if err := e.emit(cloudevent.NewOut(Source, BillIssuedType, BillIssuedType+":"+bill.BillID, a.id, at, bill)); err != nil {
 			return err
@@ -507,7 +507,7 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 		}
 	}
 	if amount > 0 {
-		h := &hold{id: "hold:" + a.id + ":" + st.nextText, amount: amount, forPeriod: st.nextText, basisPeriod: st.periodText}
+		h := &hold{id: holdID(a.id, st.nextText), amount: amount, forPeriod: st.nextText, basisPeriod: st.periodText}
 		a.hold, a.requested = h, h
 		return e.emitHoldRequested(a, h, at)
 	}

@@ -361,3 +361,9 @@ func TestSettlingTwiceEmitsNothing(t *testing.T) {
 		t.Fatal("settling with a gap was accepted")
 	}
 }
+
+func TestIDHelpersMatchTheEmittedIDs(t *testing.T) {
+	if BillID("a", Period{2026, 10}) != "bill:a:2026-10" || HoldID("a", Period{2026, 11}) != "hold:a:2026-11" {
+		t.Fatal(BillID("a", Period{2026, 10}), HoldID("a", Period{2026, 11}))
+	}
+}

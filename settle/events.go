@@ -278,5 +278,9 @@ type AccountStatus struct {
 }
 
 // BillID and HoldID are the deterministic ids of SPEC §4.
-func BillID(account string, p Period) string { return "bill:" + account + ":" + p.String() }
-func HoldID(account string, p Period) string { return "hold:" + account + ":" + p.String() }
+func BillID(account string, p Period) string { return billID(account, p.String()) }
+func HoldID(account string, p Period) string { return holdID(account, p.String()) }
+
+// billID and holdID take the period already formatted: settlement formats it once for all accounts.
+func billID(account, period string) string { return "bill:" + account + ":" + period }
+func holdID(account, period string) string { return "hold:" + account + ":" + period }
