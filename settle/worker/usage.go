@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -57,10 +58,28 @@ func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(l
 	return rows.Err()
 }
 
-// UsageLine is the CloudEvent line of a stored usage row.
+// UsageLine is the CloudEvent line of a stored usage row. It is JSON-encoded (not Go-quoted):
+// an id may hold any character the gateway sent.
 func UsageLine(u ingest.Usage, received time.Time) []byte {
-	return fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"tally.usage_events","type":%q,"time":%q,"recordedat":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
-		u.ID, ingest.UsageType, cloudevent.FormatTime(u.Time.UTC()), cloudevent.FormatTime(received.UTC()), u.Account, u.Service, u.Calls)
+	type data struct {
+		Account string `json:"account"`
+		Service string `json:"service"`
+		Calls   int64  `json:"calls"`
+	}
+	raw, err := json.Marshal(struct {
+		SpecVersion string `json:"specversion"`
+		ID          string `json:"id"`
+		Source      string `json:"source"`
+		Type        string `json:"type"`
+		Time        string `json:"time"`
+		RecordedAt  string `json:"recordedat"`
+		Data        data   `json:"data"`
+	}{cloudevent.SpecVersion, u.ID, "tally.usage_events", ingest.UsageType, cloudevent.FormatTime(u.Time.UTC()), cloudevent.FormatTime(received.UTC()),
+		data{u.Account, u.Service, u.Calls}})
+	if err != nil { // strings and numbers always encode
+		panic(err)
+	}
+	return raw
 }
 
 // firstReceived is when ingest received the earliest stored usage (zero when none).
