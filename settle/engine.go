@@ -288,12 +288,7 @@ func (e *Engine) applyUsage(u Usage) {
 	if !m.ids.add(u.ID) {
 		return // a duplicate: the first received counts
 	}
-	at := u.Time.UnixNano()
-	if n := len(m.series); n > 0 && m.series[n-1].at > at {
-		m.sorted = false
-	}
-	m.series = append(m.series, timedCalls{at: at, calls: u.Calls})
-	m.total += u.Calls
+	m.add(u.Time.UnixNano(), u.Calls)
 	if !e.settled.IsZero() && !e.settled.Before(p) {
 		e.markDirty(a, s) // a late call: its month was settled already
 	}
@@ -602,8 +597,12 @@ func (e *Engine) reprice(sid string, s *serviceState, p Period) ([]Adjustment, c
 	return out, sum, nil
 }
 
-// derivation splits a month's calls into free, prepaid and (the rest) billable.
-type derivation struct{ total, free, prepaid int64 }
+// derivation splits a month's calls into free, prepaid and (the rest) billable; packsLeft is
+// each pack's calls left after the month (nil without packs).
+type derivation struct {
+	total, free, prepaid int64
+	packsLeft            []int64
+}
 
 // derive attributes the calls of month p. The free pack covers the first calls of the month;
 // then each call is covered by the valid pack expiring soonest (ties: smaller pack_id), else it
@@ -624,14 +623,14 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 	for i, pk := range s.packs {
 		left[i] = pk.calls
 	}
-	var d derivation
+	d := derivation{packsLeft: left}
 	for _, mu := range s.months {
 		q := mu.period
 		if p.Before(q) {
 			break
 		}
 		mu.sort()
-		d = derivation{total: mu.total}
+		d = derivation{total: mu.total, packsLeft: left}
 		freeLeft := freeFor(q)
 		for _, tc := range mu.series {
 			n := tc.calls
@@ -673,6 +672,15 @@ func (s *serviceState) addMonth(p Period) *monthUsage {
 	i, _ := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p Period) int { return comparePeriods(m.period, p) })
 	s.months = slices.Insert(s.months, i, m)
 	return m
+}
+
+// add counts calls that occurred at unix nanosecond at.
+func (m *monthUsage) add(at, calls int64) {
+	if n := len(m.series); n > 0 && m.series[n-1].at > at {
+		m.sorted = false
+	}
+	m.series = append(m.series, timedCalls{at: at, calls: calls})
+	m.total += calls
 }
 
 func (m *monthUsage) sort() {
