@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
+	"sort"
 	"sync"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -13,22 +15,22 @@ import (
 	"github.com/tally-billing/tally/settle"
 )
 
-// Accounts follows the accounts topic (activations and contract prices) so the query API can
-// price running totals the way the bill will. Every instance reads every partition.
+// Accounts follows the accounts topic (activations, prepaid packs and contract prices) so the
+// query API can price running totals the way the bill will. Every instance reads every partition.
 type Accounts struct {
 	brokers []string
 	topic   string
 	cat     *settle.Catalogue
 	log     *slog.Logger
 
-	mu        sync.RWMutex
-	activated map[[2]string]time.Time
-	overrides map[[2]string][]settle.PriceOverride
+	mu      sync.RWMutex
+	terms   map[string]map[string][]settle.Input // account → service → terms in log order
+	packIDs map[string]struct{}                  // a pack_id counts once, whichever account names it
 }
 
 // NewAccounts builds the follower.
 func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slog.Logger) *Accounts {
-	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, activated: map[[2]string]time.Time{}, overrides: map[[2]string][]settle.PriceOverride{}}
+	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, terms: map[string]map[string][]settle.Input{}, packIDs: map[string]struct{}{}}
 }
 
 // Run follows every partition from the beginning until ctx ends.
@@ -50,35 +52,45 @@ func (a *Accounts) apply(m kafka.Message) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var account, service string
 	switch in := in.(type) {
 	case settle.Activation:
-		k := [2]string{in.Account, in.Service}
-		if _, ok := a.activated[k]; !ok {
-			a.activated[k] = in.At
+		account, service = in.Account, in.Service
+		if slices.ContainsFunc(a.terms[account][service], func(t settle.Input) bool { _, ok := t.(settle.Activation); return ok }) {
+			return // the first activation counts
 		}
+	case settle.PackPurchase:
+		if _, dup := a.packIDs[in.PackID]; dup {
+			return
+		}
+		a.packIDs[in.PackID] = struct{}{}
+		account, service = in.Account, in.Service
 	case settle.PriceOverride:
-		k := [2]string{in.Account, in.Service}
-		a.overrides[k] = append(a.overrides[k], in)
+		account, service = in.Account, in.Service
+	default:
+		return
 	}
+	byService := a.terms[account]
+	if byService == nil {
+		byService = map[string][]settle.Input{}
+		a.terms[account] = byService
+	}
+	byService[service] = append(byService[service], in)
 }
 
-// Terms says whether the service is activated for the period and which contract tiers apply.
-func (a *Accounts) Terms(account, service string, p settle.Period, loc *time.Location) (activated bool, contract []settle.Tier) {
+// Terms are the account's activation, prepaid packs and contract prices of a service, in log
+// order, as settle.QuoteUsage takes them.
+func (a *Accounts) Terms(account, service string) []settle.Input {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	k := [2]string{account, service}
-	if at, ok := a.activated[k]; ok && at.Before(p.End(loc)) {
-		activated = true
-	}
-	start := p.Start(loc)
-	var best *settle.PriceOverride
-	for i, o := range a.overrides[k] {
-		if !o.EffectiveFrom.After(start) && (best == nil || !o.EffectiveFrom.Before(best.EffectiveFrom)) {
-			best = &a.overrides[k][i]
-		}
-	}
-	if best != nil {
-		contract = best.Tiers
-	}
-	return activated, contract
+	return slices.Clone(a.terms[account][service])
+}
+
+// Services are the services the account has terms for, sorted.
+func (a *Accounts) Services(account string) []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := slices.Collect(maps.Keys(a.terms[account]))
+	sort.Strings(out)
+	return out
 }

@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/settle"
@@ -12,13 +15,18 @@ import (
 
 // ServiceUsage is one service's running month in the usage API.
 type ServiceUsage struct {
-	Service       string `json:"service"`
-	Calls         int64  `json:"calls"`
-	Activated     bool   `json:"activated"`
-	FreeCallsLeft int64  `json:"free_calls_left"`
-	Tier          int    `json:"tier"`
-	UnitPrice     string `json:"unit_price"`
-	AmountSoFar   string `json:"amount_so_far"`
+	Service   string `json:"service"`
+	Calls     int64  `json:"calls"`
+	Activated bool   `json:"activated"`
+	// FreeCallsLeft of the month's free pack; PrepaidCalls of the month's calls are covered by
+	// prepaid packs, which have PrepaidCallsLeft calls left usable in the month.
+	FreeCallsLeft    int64  `json:"free_calls_left"`
+	PrepaidCalls     int64  `json:"prepaid_calls"`
+	PrepaidCallsLeft int64  `json:"prepaid_calls_left"`
+	BillableCalls    int64  `json:"billable_calls"`
+	Tier             int    `json:"tier"`
+	UnitPrice        string `json:"unit_price"`
+	AmountSoFar      string `json:"amount_so_far"`
 }
 
 // UsageResponse is the body of GET /v1/accounts/{account}/usage.
@@ -34,8 +42,11 @@ type API struct {
 	Worker   *Worker
 	Accounts *Accounts
 	Statuses *Statuses
-	Billing  settle.Config
-	Now      func() time.Time
+	// Usage is the database with usage_events, where the calls prepaid packs covered in earlier
+	// months and the times of this month's calls are read (only for services with packs).
+	Usage   driver.Conn
+	Billing settle.Config
+	Now     func() time.Time
 }
 
 // Handler routes GET /v1/accounts/{account}/usage?period=YYYY-MM and
@@ -67,23 +78,63 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := UsageResponse{Account: account, Period: p.String(), Currency: a.Billing.Catalogue.Currency, Services: []ServiceUsage{}}
+	for _, svc := range a.Accounts.Services(account) {
+		if _, ok := totals[svc]; !ok {
+			totals[svc] = 0 // a service with packs but no calls yet still shows its prepaid calls left
+		}
+	}
 	for svc, calls := range totals {
-		activated, contract := a.Accounts.Terms(account, svc, p, a.Billing.Location)
-		q, err := settle.QuoteMonth(a.Billing, settle.QuoteRequest{Service: svc, Period: p, Calls: calls, Activated: activated, Contract: contract})
+		u, err := a.serviceUsage(r.Context(), account, svc, p, calls)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, err.Error())
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
-		left := int64(0)
-		if activated {
-			left = max(0, a.Billing.Catalogue.FreeCallsPerMonth-calls)
+		if u.Calls > 0 || u.PrepaidCallsLeft > 0 {
+			resp.Services = append(resp.Services, u)
 		}
-		resp.Services = append(resp.Services, ServiceUsage{Service: svc, Calls: calls, Activated: activated, FreeCallsLeft: left,
-			Tier: q.Line.Tier, UnitPrice: q.Line.UnitPrice, AmountSoFar: q.Line.Amount})
 	}
 	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// serviceUsage prices the running total of (account, service, p) with settle.QuoteUsage. Without
+// prepaid packs the total is all it needs; with packs, which calls packs covered depends on when
+// every call since the packs' start occurred, read from usage_events per pack window.
+func (a *API) serviceUsage(ctx context.Context, account, service string, p settle.Period, running int64) (ServiceUsage, error) {
+	loc := a.Billing.Location
+	start, end := p.Start(loc), p.End(loc)
+	asOf := a.Now()
+	if asOf.Before(start) {
+		asOf = start
+	} else if asOf.After(end) {
+		asOf = end
+	}
+	terms := a.Accounts.Terms(account, service)
+	calls := []settle.CallsAt{{At: start, Calls: running}}
+	if bounds := settle.PackWindowBounds(terms); len(bounds) > 0 && bounds[0].Before(end) {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		stored, err := windowedCalls(qctx, a.Usage, loc, account, service, settle.PeriodOf(bounds[0], loc), p, bounds)
+		if err != nil {
+			return ServiceUsage{}, err
+		}
+		fresh := asOf
+		if !fresh.Before(end) {
+			fresh = end.Add(-time.Nanosecond)
+		}
+		calls = fitToRunning(stored, p, loc, running, fresh)
+	}
+	q, err := settle.QuoteUsage(a.Billing, settle.UsageQuoteRequest{Account: account, Service: service, Period: p, Terms: terms, Calls: calls, AsOf: asOf})
+	if err != nil {
+		return ServiceUsage{}, err
+	}
+	u := ServiceUsage{Service: service, Calls: q.Line.Calls, Activated: q.Line.Activated, PrepaidCalls: q.Line.PrepaidCalls,
+		PrepaidCallsLeft: q.PrepaidCallsLeft, BillableCalls: q.Line.BillableCalls, Tier: q.Line.Tier, UnitPrice: q.Line.UnitPrice, AmountSoFar: q.Line.Amount}
+	if u.Activated {
+		u.FreeCallsLeft = a.Billing.Catalogue.FreeCallsPerMonth - q.Line.FreeCalls
+	}
+	return u, nil
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -53,7 +53,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 		r.run(func(ctx context.Context) error { return w.ReconcileEvery(ctx, *reconcileEvery, env.clock()) })
 	}
 	if *apiAddr != "" {
-		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Billing: cfg, Now: env.clock()}
+		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Usage: conn, Billing: cfg, Now: env.clock()}
 		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
 			return err
 		}

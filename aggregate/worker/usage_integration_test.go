@@ -1,0 +1,137 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/aggregate/worker"
+	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
+)
+
+// GET /v1/accounts/{a}/usage prices the running totals the way the bill will: the free pack, then
+// prepaid packs soonest-expiring first, carried over from September, read back from usage_events
+// over HTTP (the protocol the roles use).
+func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
+	e := setup(t, 1)
+	_, accountsTopic := testinfra.Topic(t, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	const acct = "acme"
+	term := func(typ string, data map[string]any) kafka.Message {
+		raw, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": fmt.Sprint(data), "source": "console", "type": typ,
+			"time": "2026-09-01T00:00:00+08:00", "data": data})
+		return kafka.Message{Key: []byte(acct), Value: raw}
+	}
+	pack := func(id string, calls int, from, until string) kafka.Message {
+		return term(settle.PackPurchasedType, map[string]any{"account": acct, "service": "vehicle-recognition", "pack_id": id,
+			"calls": calls, "valid_from": from, "valid_until": until})
+	}
+	testinfra.Produce(t, e.brokers, accountsTopic, []kafka.Message{
+		term(settle.ActivatedType, map[string]any{"account": acct, "service": "vehicle-recognition"}),
+		term(settle.ActivatedType, map[string]any{"account": acct, "service": "image-tagging"}),
+		pack("p1", 25_000, "2026-09-20T00:00:00+08:00", "2026-10-15T00:00:00+08:00"),
+		pack("p2", 40_000, "2026-10-10T00:00:00+08:00", "2026-12-01T00:00:00+08:00"),
+		pack("p3", 1_000, "2026-10-28T00:00:00+08:00", "2026-11-30T00:00:00+08:00"),
+		pack("p1", 99_000, "2026-09-20T00:00:00+08:00", "2026-12-15T00:00:00+08:00"), // a pack_id counts once
+	})
+	var usage []kafka.Message
+	for i, u := range []struct {
+		service, at string
+		calls       int
+	}{
+		{"vehicle-recognition", "2026-09-05T10:00:00+08:00", 8_000},  // free
+		{"vehicle-recognition", "2026-09-25T10:00:00+08:00", 12_000}, // 2,000 free, 10,000 from p1
+		{"vehicle-recognition", "2026-10-02T10:00:00+08:00", 10_000}, // free
+		{"vehicle-recognition", "2026-10-05T10:00:00+08:00", 6_000},  // p1 (9,000 left)
+		{"vehicle-recognition", "2026-10-12T10:00:00+08:00", 20_000}, // p1 expires first: 9,000, then p2 11,000
+		{"vehicle-recognition", "2026-10-20T10:00:00+08:00", 5_000},  // p2 (24,000 left)
+		{"vehicle-recognition", "2026-10-25T10:00:00+08:00", 30_000}, // p2 24,000, 6,000 billed
+		{"image-tagging", "2026-10-03T10:00:00+08:00", 1_000_000},
+	} {
+		raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"u%d","source":"gw","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
+			i, u.at, acct, u.service, u.calls)
+		usage = append(usage, kafka.Message{Key: []byte(acct), Value: raw})
+	}
+	usage = append(usage, usage[4]) // a gateway retry
+	testinfra.Produce(t, e.brokers, e.topic, usage)
+
+	startSink(t, e, ctx)
+	w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, CheckpointInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = w.Run(ctx) }()
+	accounts := worker.NewAccounts(e.brokers, accountsTopic, settle.DefaultCatalogue(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go func() { _ = accounts.Run(ctx) }()
+	waitCaughtUp(t, e)
+
+	httpCfg := e.cfg
+	httpCfg.Protocol, httpCfg.Addr = clickhouse.HTTP, testinfra.ClickHouseHTTPAddr()
+	overHTTP, err := chx.Open(ctx, httpCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer overHTTP.Close()
+	now := at("2026-10-26T09:00:00+08:00")
+	api := (&worker.API{Worker: w, Accounts: accounts, Usage: overHTTP, Now: func() time.Time { return now },
+		Billing: settle.Config{Catalogue: settle.DefaultCatalogue(), Location: shanghai}}).Handler()
+	get := func(period string) (int, worker.UsageResponse) {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/accounts/"+acct+"/usage?period="+period, nil))
+		var resp worker.UsageResponse
+		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+		return rec.Code, resp
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, resp := get("2026-10")
+		if code == http.StatusOK && len(resp.Services) == 2 && len(accounts.Terms(acct, "vehicle-recognition")) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage API not ready: %d %+v", code, resp)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	code, oct := get("2026-10")
+	want := []worker.ServiceUsage{
+		{Service: "image-tagging", Calls: 1_000_000, Activated: true, FreeCallsLeft: 0, BillableCalls: 990_000, Tier: 2, UnitPrice: "2.2", AmountSoFar: "2178.00"},
+		// 71,000 calls: 10,000 free; p1 6,000 + 9,000, p2 11,000 + 5,000 + 24,000; 6,000 × 3 / 1000.
+		// p3 starts on the 28th with its 1,000 calls, still usable this month.
+		{Service: "vehicle-recognition", Calls: 71_000, Activated: true, FreeCallsLeft: 0, PrepaidCalls: 55_000, PrepaidCallsLeft: 1_000,
+			BillableCalls: 6_000, Tier: 1, UnitPrice: "3", AmountSoFar: "18.00"},
+	}
+	if code != http.StatusOK || fmt.Sprint(oct.Services) != fmt.Sprint(want) {
+		t.Fatalf("October: %d\n got %+v\nwant %+v", code, oct.Services, want)
+	}
+	// September is over: p1 had 15,000 calls left at its end (p2 and p3 start later).
+	_, sep := get("2026-09")
+	wantSep := []worker.ServiceUsage{{Service: "vehicle-recognition", Calls: 20_000, Activated: true, PrepaidCalls: 10_000, PrepaidCallsLeft: 15_000,
+		Tier: 1, UnitPrice: "3", AmountSoFar: "0.00"}}
+	if fmt.Sprint(sep.Services) != fmt.Sprint(wantSep) {
+		t.Fatalf("September:\n got %+v\nwant %+v", sep.Services, wantSep)
+	}
+	// November has no calls yet: the packs still valid show what is left of them.
+	_, nov := get("2026-11")
+	wantNov := []worker.ServiceUsage{{Service: "vehicle-recognition", Activated: true, FreeCallsLeft: 10_000, PrepaidCallsLeft: 1_000, UnitPrice: "3", AmountSoFar: "0.00", Tier: 1}}
+	if fmt.Sprint(nov.Services) != fmt.Sprint(wantNov) {
+		t.Fatalf("November:\n got %+v\nwant %+v", nov.Services, wantNov)
+	}
+}
