@@ -180,6 +180,13 @@ func (p *Partition) TakeDirty() (map[Key]int64, int64) {
 	return out, p.next
 }
 
+// Keys is the number of totals.
+func (p *Partition) Keys() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.totals)
+}
+
 // Restore marks keys dirty again after a failed checkpoint write.
 func (p *Partition) Restore(keys map[Key]int64) {
 	p.mu.Lock()

@@ -19,36 +19,38 @@ type Checkpoints struct {
 	topic    string
 }
 
-// Load returns the partition's totals as of its last committed checkpoint and the offset they
-// include (0 and no totals when there is none).
-func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Key]int64, int64, error) {
+// Load returns the partition's totals as of its last committed checkpoint, the offset they
+// include (0 and no totals when there is none), and how many rows hold them.
+func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Key]int64, int64, int, error) {
 	var next int64
 	if err := c.ch.QueryRow(ctx, "SELECT max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
 		c.consumer, c.topic, int32(partition)).Scan(&next); err != nil {
-		return nil, 0, fmt.Errorf("read checkpoint of partition %d: %w", partition, err)
+		return nil, 0, 0, fmt.Errorf("read checkpoint of partition %d: %w", partition, err)
 	}
 	totals := map[aggregate.Key]int64{}
 	if next == 0 {
-		return totals, 0, nil
+		return totals, 0, 0, nil
 	}
-	rows, err := c.ch.Query(ctx, `SELECT account, service, period, argMax(calls, next_offset) FROM aggregate_totals
+	rows, err := c.ch.Query(ctx, `SELECT account, service, period, argMax(calls, next_offset), count() FROM aggregate_totals
 		WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ? AND next_offset <= ?
 		GROUP BY account, service, period`, c.consumer, c.topic, int32(partition), next)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read totals of partition %d: %w", partition, err)
+		return nil, 0, 0, fmt.Errorf("read totals of partition %d: %w", partition, err)
 	}
 	defer rows.Close()
+	stored := 0
 	for rows.Next() {
 		var k aggregate.Key
 		var period uint32
-		var calls uint64
-		if err := rows.Scan(&k.Account, &k.Service, &period, &calls); err != nil {
-			return nil, 0, err
+		var calls, n uint64
+		if err := rows.Scan(&k.Account, &k.Service, &period, &calls, &n); err != nil {
+			return nil, 0, 0, err
 		}
 		k.Period = settle.PeriodOfYYYYMM(period)
 		totals[k] = int64(calls)
+		stored += int(n)
 	}
-	return totals, next, rows.Err()
+	return totals, next, stored, rows.Err()
 }
 
 // Save writes the changed totals, then commits the checkpoint at next.
@@ -75,4 +77,11 @@ func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggre
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	return nil
+}
+
+// DropBefore deletes the partition's total rows written before offset: call it only once a
+// checkpoint at or after offset that holds every key of the partition is committed.
+func (c *Checkpoints) DropBefore(ctx context.Context, partition int, offset int64) error {
+	return c.ch.Exec(ctx, "DELETE FROM aggregate_totals WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ? AND next_offset < ?",
+		c.consumer, c.topic, int32(partition), offset)
 }

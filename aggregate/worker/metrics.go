@@ -8,6 +8,7 @@ type Metrics struct {
 	Errors            prometheus.Counter
 	Freshness         prometheus.Histogram
 	CheckpointSeconds prometheus.Histogram
+	FullCheckpoints   prometheus.Counter
 	Lag               *prometheus.GaugeVec
 	Differences       *prometheus.GaugeVec
 }
@@ -21,10 +22,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "From ingest's receive time to the record folded into the running totals.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		CheckpointSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_aggregate_checkpoint_seconds", Help: "Time to write one checkpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		FullCheckpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregate_full_checkpoints_total",
+			Help: "Checkpoints that wrote every total of their partition, letting older rows go."}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_consumer_lag", Help: "Records behind the end of the partition."}, []string{"partition"}),
 		Differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_reconcile_differences",
 			Help: "(account, service) pairs whose running total differs from the exact recount, at the last periodic reconciliation."}, []string{"period"}),
 	}
-	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.Lag, m.Differences)
+	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.FullCheckpoints, m.Lag, m.Differences)
 	return m
 }

@@ -92,10 +92,11 @@ func (w *Worker) reader(partition int) *kafka.Reader {
 }
 
 func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition int) error {
-	totals, next, err := w.store.Load(ctx, partition)
+	totals, next, stored, err := w.store.Load(ctx, partition)
 	if err != nil {
 		return err
 	}
+	cs := &checkpointState{sinceFull: stored - len(totals)}
 	p := aggregate.NewPartition(totals, next, w.cfg.Window, w.cfg.Location, w.cfg.Services)
 	if err := w.warm(ctx, p, partition, next); err != nil {
 		return err
@@ -131,7 +132,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 			// Revoked or stopping: checkpoint what is folded so the next owner starts from here.
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
-			return w.checkpoint(sctx, gen, p, partition)
+			return w.checkpoint(sctx, gen, p, partition, cs)
 		case err == nil:
 			p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
 			w.metrics.Records.Inc()
@@ -142,7 +143,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 		select {
 		case <-tick.C:
 			lag.Set(float64(r.Stats().Lag))
-			if err := w.checkpoint(ctx, gen, p, partition); err != nil {
+			if err := w.checkpoint(ctx, gen, p, partition, cs); err != nil {
 				return err
 			}
 		default:
@@ -184,17 +185,47 @@ type TotalUpdate struct {
 	Calls   int64  `json:"calls"`
 }
 
-func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int) error {
+// fullCheckpointFactor bounds aggregate_totals: each checkpoint writes the totals that changed,
+// and once the rows written since the last full checkpoint exceed this many times the partition's
+// keys, a checkpoint writes every total, so older rows can go. Storage stays within a few times
+// the keys; writes grow by at most 1/fullCheckpointFactor.
+const fullCheckpointFactor = 4
+
+// checkpointState is what a partition's checkpoints remember between them.
+type checkpointState struct {
+	sinceFull int   // rows written since the last full checkpoint
+	lastFull  int64 // offset of the last full checkpoint written by this owner (0: none)
+}
+
+func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int, cs *checkpointState) error {
 	changed, next := p.TakeDirty()
 	if len(changed) == 0 {
 		return nil
 	}
+	rows, full := changed, cs.sinceFull+len(changed) > fullCheckpointFactor*p.Keys()
+	if full {
+		rows = p.Totals() // the same instant as changed: only this goroutine folds
+	}
 	start := time.Now()
-	if err := w.store.Save(ctx, partition, changed, next); err != nil {
+	if err := w.store.Save(ctx, partition, rows, next); err != nil {
 		p.Restore(changed)
 		return err
 	}
 	w.metrics.CheckpointSeconds.Observe(time.Since(start).Seconds())
+	if full {
+		// Rows before the previous full checkpoint, not this one: a loader that read the committed
+		// offset just before this commit still finds its rows.
+		if cs.lastFull > 0 {
+			if err := w.store.DropBefore(ctx, partition, cs.lastFull); err != nil {
+				w.log.Warn("aggregate: dropping superseded total rows failed (they only take space; the next full checkpoint retries)",
+					"partition", partition, "err", err)
+			}
+		}
+		cs.sinceFull, cs.lastFull = 0, next
+		w.metrics.FullCheckpoints.Inc()
+	} else {
+		cs.sinceFull += len(changed)
+	}
 	if w.totals != nil {
 		msgs := make([]kafka.Message, 0, len(changed))
 		for k, v := range changed {

@@ -197,7 +197,9 @@ func TestAggregateSurvivesSIGKILL(t *testing.T) {
 	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	waitCaughtUp(t, e)
 	checkExact(t, e, want)
-	t.Logf("%d kills, %d records, %d totals exact", kills, len(msgs), len(want))
+	var rows uint64
+	_ = e.conn.QueryRow(context.Background(), "SELECT count() FROM aggregate_totals WHERE consumer = ?", e.group).Scan(&rows)
+	t.Logf("%d kills, %d records, %d totals exact, %d total rows kept", kills, len(msgs), len(want), rows)
 }
 
 // Two aggregators in one group, one stopped mid-run: the other takes over its partitions from
@@ -259,3 +261,45 @@ func TestTwoAggregatorsOneStopped(t *testing.T) {
 }
 
 func at(s string) time.Time { t, _ := time.Parse(time.RFC3339, s); return t }
+
+// Checkpoints write the totals that changed; every so often one writes them all and the rows it
+// supersedes go, so aggregate_totals stays a few times the number of keys however long it runs.
+func TestCheckpointsKeepTheTotalsTableBounded(t *testing.T) {
+	e := setup(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startSink(t, e, ctx)
+	metrics := worker.NewMetrics(prometheus.NewRegistry())
+	w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, CheckpointInterval: 50 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = w.Run(ctx) }()
+	const keys, waves = 10, 25
+	want := map[string]int64{}
+	for wave := range waves {
+		var msgs []kafka.Message
+		for k := range keys {
+			acct := fmt.Sprintf("acct-%d", k)
+			raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"w%d-%d","source":"gw","type":"tally.usage.v1","time":"2026-10-15T10:00:00+08:00","data":{"account":%q,"service":"image-tagging","calls":%d}}`,
+				wave, k, acct, wave+1)
+			msgs = append(msgs, kafka.Message{Key: []byte(acct), Value: raw})
+			want[acct+"|image-tagging|2026-10"] += int64(wave + 1)
+		}
+		testinfra.Produce(t, e.brokers, e.topic, msgs)
+		waitCaughtUp(t, e) // one checkpoint per wave, each changing every key
+	}
+	checkExact(t, e, want)
+	var rows uint64
+	if err := e.conn.QueryRow(ctx, "SELECT count() FROM aggregate_totals WHERE consumer = ?", e.group).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	// Without full checkpoints: waves × keys = 250 rows. With them (every 5th checkpoint), at most
+	// the previous full one, four partial ones, the last full one and four more: 100.
+	if rows > 100 || testutil.ToFloat64(metrics.FullCheckpoints) < 4 {
+		t.Fatalf("%d total rows for %d keys after %d checkpoints, %v full ones", rows, keys, waves, testutil.ToFloat64(metrics.FullCheckpoints))
+	}
+	t.Logf("%d total rows for %d keys after %d checkpoints, %v full ones", rows, keys, waves, testutil.ToFloat64(metrics.FullCheckpoints))
+}
