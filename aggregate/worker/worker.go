@@ -123,6 +123,16 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 	lag := w.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
 	tick := time.NewTicker(w.cfg.CheckpointInterval)
 	defer tick.Stop()
+	// Checkpoints are written in the background so the fold never waits on ClickHouse (it did,
+	// and a second's worth of records queued behind each write): one at a time per partition, the
+	// next taken at the first tick after the previous is written.
+	saved := make(chan error, 1)
+	writing := false
+	defer func() {
+		if writing {
+			<-saved // never leave a write behind: the next owner loads what it committed
+		}
+	}()
 	for {
 		fctx, cancel := context.WithTimeout(ctx, w.cfg.CheckpointInterval)
 		m, err := r.FetchMessage(fctx)
@@ -130,9 +140,18 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 		switch {
 		case ctx.Err() != nil:
 			// Revoked or stopping: checkpoint what is folded so the next owner starts from here.
+			if writing {
+				writing = false
+				if err := <-saved; err != nil && !errors.Is(err, context.Canceled) {
+					w.log.Warn("aggregate: checkpoint failed while stopping; writing its totals again", "partition", partition, "err", err)
+				} // its changes were marked dirty again, so the last checkpoint below holds them
+			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
-			return w.checkpoint(sctx, gen, p, partition, cs)
+			if cp := w.snapshot(p, cs); cp != nil {
+				return w.write(sctx, gen, p, partition, cp, cs)
+			}
+			return nil
 		case err == nil:
 			p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
 			w.metrics.Records.Inc()
@@ -141,10 +160,22 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 			return fmt.Errorf("fetch partition %d: %w", partition, err)
 		}
 		select {
+		case err := <-saved:
+			writing = false
+			if err != nil {
+				return err
+			}
+		default:
+		}
+		select {
 		case <-tick.C:
 			lag.Set(float64(r.Stats().Lag))
-			if err := w.checkpoint(ctx, gen, p, partition, cs); err != nil {
-				return err
+			if writing {
+				break
+			}
+			if cp := w.snapshot(p, cs); cp != nil {
+				writing = true
+				go func() { saved <- w.write(ctx, gen, p, partition, cp, cs) }()
 			}
 		default:
 		}
@@ -197,22 +228,37 @@ type checkpointState struct {
 	lastFull  int64 // offset of the last full checkpoint written by this owner (0: none)
 }
 
-func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int, cs *checkpointState) error {
+// pendingCheckpoint is the totals a checkpoint writes: those that changed, or every total (full).
+type pendingCheckpoint struct {
+	changed, rows map[aggregate.Key]int64
+	next          int64
+	full          bool
+}
+
+// snapshot takes the totals changed since the last checkpoint (nil when none). Only the folding
+// goroutine calls it, so a full snapshot is of the same instant as the changes.
+func (w *Worker) snapshot(p *aggregate.Partition, cs *checkpointState) *pendingCheckpoint {
 	changed, next := p.TakeDirty()
 	if len(changed) == 0 {
 		return nil
 	}
-	rows, full := changed, cs.sinceFull+len(changed) > fullCheckpointFactor*p.Keys()
-	if full {
-		rows = p.Totals() // the same instant as changed: only this goroutine folds
+	cp := &pendingCheckpoint{changed: changed, rows: changed, next: next}
+	if cs.sinceFull+len(changed) > fullCheckpointFactor*p.Keys() {
+		cp.rows, cp.full = p.Totals(), true
 	}
+	return cp
+}
+
+// write stores a checkpoint, commits it, drops the rows a full one supersedes and publishes the
+// changed totals.
+func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int, cp *pendingCheckpoint, cs *checkpointState) error {
 	start := time.Now()
-	if err := w.store.Save(ctx, partition, rows, next); err != nil {
-		p.Restore(changed)
+	if err := w.store.Save(ctx, partition, cp.rows, cp.next); err != nil {
+		p.Restore(cp.changed)
 		return err
 	}
 	w.metrics.CheckpointSeconds.Observe(time.Since(start).Seconds())
-	if full {
+	if cp.full {
 		// Rows before the previous full checkpoint, not this one: a loader that read the committed
 		// offset just before this commit still finds its rows.
 		if cs.lastFull > 0 {
@@ -221,14 +267,14 @@ func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggre
 					"partition", partition, "err", err)
 			}
 		}
-		cs.sinceFull, cs.lastFull = 0, next
+		cs.sinceFull, cs.lastFull = 0, cp.next
 		w.metrics.FullCheckpoints.Inc()
 	} else {
-		cs.sinceFull += len(changed)
+		cs.sinceFull += len(cp.changed)
 	}
 	if w.totals != nil {
-		msgs := make([]kafka.Message, 0, len(changed))
-		for k, v := range changed {
+		msgs := make([]kafka.Message, 0, len(cp.changed))
+		for k, v := range cp.changed {
 			raw, _ := json.Marshal(TotalUpdate{Account: k.Account, Service: k.Service, Period: k.Period.String(), Calls: v})
 			msgs = append(msgs, kafka.Message{Key: []byte(k.Account + "|" + k.Service + "|" + k.Period.String()), Value: raw})
 		}
@@ -236,7 +282,7 @@ func (w *Worker) checkpoint(ctx context.Context, gen *kafka.Generation, p *aggre
 			w.log.Warn("aggregate: publishing totals failed (they are checkpointed; the next change republishes)", "err", err)
 		}
 	}
-	_ = gen.CommitOffsets(map[string]map[int]int64{w.cfg.Topic: {partition: next}})
+	_ = gen.CommitOffsets(map[string]map[int]int64{w.cfg.Topic: {partition: cp.next}})
 	return nil
 }
 

@@ -13,11 +13,24 @@ import (
 	"time"
 )
 
+// httpLoadConfig is what --target load sends.
+type httpLoadConfig struct {
+	target, apiKey string
+	batch, clients int
+	duration       time.Duration
+	// rate caps the offered load in events per second, spread evenly over the clients (0: as fast
+	// as the server answers). A capped load measures latency at a given rate, not the maximum.
+	rate     float64
+	accounts int
+	services []string
+}
+
 // httpLoad posts batches of fresh usage events to an ingest API for a while, from concurrent
 // clients, and reports accepted events per second and request latency. Bounded in time and
 // meant for loopback only.
-func httpLoad(ctx context.Context, env *environment, target, apiKey string, batch, clients int, duration time.Duration, accounts int, services []string) error {
-	ctx, cancel := context.WithTimeout(ctx, duration)
+func httpLoad(ctx context.Context, env *environment, cfg httpLoadConfig) error {
+	target, apiKey, batch, clients, accounts, services := cfg.target, cfg.apiKey, cfg.batch, cfg.clients, cfg.accounts, cfg.services
+	ctx, cancel := context.WithTimeout(ctx, cfg.duration)
 	defer cancel()
 	var accepted, failed atomic.Int64
 	var mu sync.Mutex
@@ -34,7 +47,20 @@ func httpLoad(ctx context.Context, env *environment, target, apiKey string, batc
 			r := rand.New(rand.NewPCG(uint64(c), uint64(start.UnixNano())))
 			var buf bytes.Buffer
 			var local []time.Duration
+			// Each client sends one batch every interval, its slots staggered from the others'.
+			var interval time.Duration
+			if cfg.rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(batch*clients) / cfg.rate)
+			}
 			for n := 0; ctx.Err() == nil; n++ {
+				if interval > 0 {
+					slot := start.Add(time.Duration(n)*interval + time.Duration(c)*interval/time.Duration(clients))
+					select {
+					case <-ctx.Done():
+						continue
+					case <-time.After(time.Until(slot)):
+					}
+				}
 				buf.Reset()
 				buf.WriteByte('[')
 				now := time.Now().UTC().Format(time.RFC3339Nano)
@@ -86,8 +112,8 @@ func httpLoad(ctx context.Context, env *environment, target, apiKey string, batc
 		}
 		return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))]
 	}
-	fmt.Fprintf(env.stdout, "batch=%d clients=%d duration=%s accepted=%d events (%.0f events/s) requests=%d failed=%d latency p50=%s p99=%s\n",
-		batch, clients, elapsed.Round(time.Millisecond), accepted.Load(), float64(accepted.Load())/elapsed.Seconds(),
+	fmt.Fprintf(env.stdout, "batch=%d clients=%d rate=%.0f duration=%s accepted=%d events (%.0f events/s) requests=%d failed=%d latency p50=%s p99=%s\n",
+		batch, clients, cfg.rate, elapsed.Round(time.Millisecond), accepted.Load(), float64(accepted.Load())/elapsed.Seconds(),
 		len(latencies), failed.Load(), pct(0.5).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
 	return nil
 }

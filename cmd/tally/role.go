@@ -50,7 +50,7 @@ func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleF
 	}
 	f.log = addLogFlags(fs)
 	f.billing = billingFlags(fs)
-	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz, /readyz")
+	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz, /readyz and /debug/pprof (keep it private)")
 	return f
 }
 

@@ -1,5 +1,6 @@
 // Package telemetry is the operational surface every role shares: an admin HTTP server with
-// /metrics (Prometheus), /healthz (the process runs) and /readyz (its dependencies answer).
+// /metrics (Prometheus), /healthz (the process runs), /readyz (its dependencies answer) and
+// /debug/pprof (Go profiles).
 package telemetry
 
 import (
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -44,6 +46,12 @@ func NewAdmin(addr string, reg *prometheus.Registry, log *slog.Logger) *Admin {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", a.ready)
+	// Profiles, for measuring before optimising: the admin address is loopback by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	a.server = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a
 }
