@@ -22,6 +22,7 @@ type Accounts struct {
 	topic   string
 	cat     *settle.Catalogue
 	log     *slog.Logger
+	loading
 
 	mu      sync.RWMutex
 	terms   map[string]map[string][]settle.Input // account → service → terms in log order
@@ -30,12 +31,12 @@ type Accounts struct {
 
 // NewAccounts builds the follower.
 func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slog.Logger) *Accounts {
-	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, terms: map[string]map[string][]settle.Input{}, packIDs: map[string]struct{}{}}
+	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, loading: loading{topic: topic}, terms: map[string]map[string][]settle.Input{}, packIDs: map[string]struct{}{}}
 }
 
 // Run follows every partition from the beginning until ctx ends.
 func (a *Accounts) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, a.brokers, a.topic, a.apply)
+	return kafkax.Follow(ctx, a.brokers, a.topic, a.apply, a.caughtUp)
 }
 
 func (a *Accounts) apply(m kafka.Message) {

@@ -72,6 +72,10 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := a.Accounts.Loaded(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
+		return
+	}
 	totals, ready := a.Worker.AccountUsage(account, p)
 	if !ready {
 		writeError(w, http.StatusServiceUnavailable, "no usage partitions assigned yet; retry shortly")

@@ -20,6 +20,7 @@ type Statuses struct {
 	brokers []string
 	topic   string
 	log     *slog.Logger
+	loading
 
 	mu sync.RWMutex
 	by map[string]AccountStatus
@@ -35,12 +36,12 @@ type AccountStatus struct {
 
 // NewStatuses builds the follower.
 func NewStatuses(brokers []string, topic string, log *slog.Logger) *Statuses {
-	return &Statuses{brokers: brokers, topic: topic, log: log, by: map[string]AccountStatus{}}
+	return &Statuses{brokers: brokers, topic: topic, log: log, loading: loading{topic: topic}, by: map[string]AccountStatus{}}
 }
 
 // Run follows every partition from the beginning until ctx ends.
 func (s *Statuses) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, s.brokers, s.topic, func(m kafka.Message) { s.apply(m.Value) })
+	return kafkax.Follow(ctx, s.brokers, s.topic, func(m kafka.Message) { s.apply(m.Value) }, s.caughtUp)
 }
 
 func (s *Statuses) apply(raw []byte) {
@@ -75,6 +76,10 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	account := r.PathValue("account")
 	if err := ingest.ValidateAccount(account); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.Statuses.Loaded(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "account statuses not loaded yet ("+err.Error()+"); retry shortly")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -49,6 +49,8 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	r.run(w.Run)
 	r.run(accounts.Run)
 	r.run(statuses.Run)
+	r.admin.AddCheck("accounts topic", accounts.Loaded)
+	r.admin.AddCheck("account-status topic", statuses.Loaded)
 	if *reconcileEvery > 0 {
 		r.run(func(ctx context.Context) error { return w.ReconcileEvery(ctx, *reconcileEvery, env.clock()) })
 	}

@@ -90,7 +90,7 @@ func (l *Ledger) Run(ctx context.Context) error {
 			mu.Unlock()
 			l.log.Error("example ledger: answering failed", "err", err)
 		}
-	})
+	}, nil)
 	return errors.Join(err, failed)
 }
 

@@ -3,11 +3,13 @@ package kafkax_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
 
@@ -93,5 +95,41 @@ func TestCompactedTopicKeepsConfig(t *testing.T) {
 	}
 	if len(resp.Resources) != 1 || len(resp.Resources[0].ConfigEntries) != 1 || resp.Resources[0].ConfigEntries[0].ConfigValue != "compact" {
 		t.Fatalf("describe configs: %+v", resp.Resources)
+	}
+}
+
+// Follow says when it has read every partition to the end it had when it started: by then every
+// record produced before is in hand, and an empty topic is caught up at once.
+func TestFollowSaysWhenCaughtUp(t *testing.T) {
+	brokers, topic := testinfra.Topic(t, 3, nil)
+	var msgs []kafka.Message
+	for i := range 300 {
+		msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))})
+	}
+	testinfra.Produce(t, brokers, topic, msgs)
+	_, empty := testinfra.Topic(t, 2, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var seen atomic.Int64
+	atCaughtUp := make(chan int64, 1)
+	go func() {
+		_ = kafkax.Follow(ctx, brokers, topic, func(kafka.Message) { seen.Add(1) }, func() { atCaughtUp <- seen.Load() })
+	}()
+	emptyCaughtUp := make(chan struct{})
+	go func() {
+		_ = kafkax.Follow(ctx, brokers, empty, func(kafka.Message) {}, func() { close(emptyCaughtUp) })
+	}()
+	select {
+	case n := <-atCaughtUp:
+		if n != int64(len(msgs)) {
+			t.Fatalf("caught up after %d records, want %d", n, len(msgs))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("never caught up (%d records read)", seen.Load())
+	}
+	select {
+	case <-emptyCaughtUp:
+	case <-time.After(30 * time.Second):
+		t.Fatal("an empty topic never caught up")
 	}
 }

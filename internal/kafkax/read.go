@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -76,11 +77,23 @@ func readRange(ctx context.Context, brokers []string, topic string, p int, first
 }
 
 // Follow reads every partition of topic from the start and keeps following it until ctx ends,
-// calling fn (from one goroutine per partition) for each record. It returns the first read error.
-func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.Message)) error {
+// calling fn (from one goroutine per partition) for each record. caughtUp, when not nil, is
+// called once, when every partition has been read up to its end as of the call (so a follower
+// can tell it holds the whole topic). It returns the first read error.
+func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.Message), caughtUp func()) error {
 	parts, err := Partitions(ctx, brokers, topic)
 	if err != nil {
 		return err
+	}
+	var behind atomic.Int64
+	behind.Store(int64(len(parts)))
+	done := func() {
+		if behind.Add(-1) == 0 && caughtUp != nil {
+			caughtUp()
+		}
+	}
+	if len(parts) == 0 && caughtUp != nil {
+		caughtUp()
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(parts))
@@ -94,15 +107,36 @@ func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.M
 				errc <- err
 				return
 			}
+			end, err := r.ReadLag(ctx) // from the first offset: the records up to the end
+			if err != nil {
+				errc <- fmt.Errorf("follow %s/%d: end offset: %w", topic, p, err)
+				return
+			}
+			caught := end == 0
+			if caught {
+				done()
+			}
 			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						errc <- fmt.Errorf("follow %s/%d: %w", topic, p, err)
-					}
+				rctx, cancel := context.WithTimeout(ctx, time.Second)
+				m, err := r.ReadMessage(rctx)
+				cancel()
+				switch {
+				case ctx.Err() != nil:
+					return
+				case err == nil:
+					fn(m)
+				case !errors.Is(err, context.DeadlineExceeded):
+					errc <- fmt.Errorf("follow %s/%d: %w", topic, p, err)
 					return
 				}
-				fn(m)
+				// Idle or not, the partition is caught up once nothing is left to read (offsets
+				// compacted away at the end included).
+				if !caught && (err != nil || r.Lag() == 0) {
+					if lag, lerr := r.ReadLag(ctx); lerr == nil && lag == 0 {
+						caught = true
+						done()
+					}
+				}
 			}
 		}()
 	}
