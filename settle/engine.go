@@ -161,6 +161,19 @@ func (s *idSet) add(id string) bool {
 	return true
 }
 
+// list returns the ids (any order restores the set).
+func (s *idSet) list() []string {
+	if s.many == nil {
+		return s.few
+	}
+	out := make([]string, 0, len(s.many))
+	for id := range s.many {
+		out = append(out, id)
+	}
+	sort.Strings(out) // a set: any order restores it, a sorted one keeps snapshots byte-stable
+	return out
+}
+
 // New builds an engine that emits through emit.
 func New(cfg Config, emit Emit) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
