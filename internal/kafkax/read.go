@@ -56,6 +56,49 @@ func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.
 	return nil
 }
 
+// ReadPartitionFrom reads one partition of topic from offset from (or its first offset, if
+// later) to its end as of the call, then returns.
+func ReadPartitionFrom(ctx context.Context, brokers []string, topic string, partition int, from int64, fn func(kafka.Message) error) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}}})
+	if err != nil {
+		return fmt.Errorf("offsets of %s/%d: %w", topic, partition, err)
+	}
+	first, end := resp.Topics[topic][0].FirstOffset, resp.Topics[topic][0].LastOffset
+	if first > from {
+		from = first
+	}
+	if end <= from {
+		return nil
+	}
+	return readRange(ctx, brokers, topic, partition, from, end, fn)
+}
+
+// EndOffsets are the offsets after the last record of each partition of topic.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	parts, err := Partitions(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range parts {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	out := map[int]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("end offset of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.LastOffset
+	}
+	return out, nil
+}
+
 func readRange(ctx context.Context, brokers []string, topic string, p int, first, end int64, fn func(kafka.Message) error) error {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
 	defer r.Close()

@@ -27,13 +27,20 @@ type Entry struct {
 	// Tick: a settlement instant; Covered is the usage offsets it and the ticks before it cover.
 	Tick    bool
 	Covered Offsets
+	// JournalOffset is the offset of the journal record (0 for usage lines, which are not in it).
+	JournalOffset int64
 }
 
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
 // usage records the tick covers that the previous one did not.
 func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(Entry) error) error {
-	covered := Offsets{}
-	return kafkax.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
+	return journalFrom(ctx, brokers, topic, ch, 0, Offsets{}, fn)
+}
+
+// journalFrom walks the log from journal offset from, where the usage up to covered has been
+// walked already (a snapshot's point).
+func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.Conn, from int64, covered Offsets, fn func(Entry) error) error {
+	return kafkax.ReadPartitionFrom(ctx, brokers, topic, 0, from, func(m kafka.Message) error {
 		ev, err := cloudevent.Decode(m.Value)
 		if err != nil {
 			return fmt.Errorf("journal offset %d is not a CloudEvent: %w", m.Offset, err)
@@ -57,9 +64,9 @@ func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn
 				return err
 			}
 			covered = to
-			return fn(Entry{Line: m.Value, RecordedAt: ev.Time, Tick: true, Covered: to})
+			return fn(Entry{Line: m.Value, RecordedAt: ev.Time, Tick: true, Covered: to, JournalOffset: m.Offset})
 		}
-		e := Entry{Line: m.Value, RecordedAt: ev.RecordedAt}
+		e := Entry{Line: m.Value, RecordedAt: ev.RecordedAt, JournalOffset: m.Offset}
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)

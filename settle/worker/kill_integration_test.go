@@ -170,6 +170,7 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second) // … and the rest of it
 	got := e.billingLinesUntil(t, func([]string) bool { return true })
+	journalledOnce(t, e)
 	want := replayExport(t, e)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("after %d kills the billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", kills, strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -64,6 +64,10 @@ type Metrics struct {
 	Settled       prometheus.Gauge
 	WaitingOnSink prometheus.Gauge
 	Journalled    prometheus.Counter
+	// Snapshots saved, and where the last start recovered from: how long restarts take.
+	SnapshotsSaved  prometheus.Counter
+	RecoveryOffset  prometheus.Gauge
+	RecoveryEntries prometheus.Gauge
 }
 
 // NewMetrics registers the worker's metrics.
@@ -76,7 +80,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Overdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_overdue",
 			Help: "1 when a month is still unsettled at the end of day 3 of the next month (bills are late: page someone)."}),
 	}
-	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue)
+	m.SnapshotsSaved = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_settle_snapshots_saved_total", Help: "Billing-state snapshots saved (one after each settlement)."})
+	m.RecoveryOffset = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_journal_offset",
+		Help: "Journal offset the last start replayed from: after the latest snapshot, or 0 (the whole journal)."})
+	m.RecoveryEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_log_entries", Help: "Log entries (journal and usage) the last start replayed."})
+	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue, m.SnapshotsSaved, m.RecoveryOffset, m.RecoveryEntries)
 	return m
 }
 
@@ -87,16 +95,17 @@ type Worker struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	rep      *settle.Replayer
-	emitted  map[string]bool
-	billing  *kafka.Writer
-	status   *kafka.Writer
-	journal  *kafka.Writer
-	clock    time.Time        // the journal's clock: the largest recordedat written
-	first    time.Time        // the first journalled input's recordedat
-	lastTick time.Time        // the last settlement instant
-	fed      Offsets          // usage offsets fed to the engine so far (what the last tick covered)
-	next     map[string]int64 // "topic/partition" → next offset to consume
+	rep       *settle.Replayer
+	snapshots *snapshotStore
+	emitted   map[string]bool
+	billing   *kafka.Writer
+	status    *kafka.Writer
+	journal   *kafka.Writer
+	clock     time.Time        // the journal's clock: the largest recordedat written
+	first     time.Time        // the first journalled input's recordedat
+	lastTick  time.Time        // the last settlement instant
+	fed       Offsets          // usage offsets fed to the engine so far (what the last tick covered)
+	next      map[string]int64 // "topic/partition" → next offset to consume
 
 	mu   sync.Mutex
 	late bool // a settlement is past day 3
@@ -107,7 +116,8 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{}}
+	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{},
+		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}}
 	writer := func(topic string) *kafka.Writer {
 		return &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
 	}
@@ -164,25 +174,37 @@ func (w *Worker) line(raw []byte) error {
 	return err
 }
 
-// Run recovers from the journal, then settles live until ctx ends.
+// Run recovers from the latest snapshot and the journal after it (or the whole journal), then
+// settles live until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.billing.Close()
 	defer w.status.Close()
 	defer w.journal.Close()
-	if err := kafkax.ReadAll(ctx, w.cfg.Brokers, w.cfg.BillingTopic, func(m kafka.Message) error {
-		var o struct{ ID string }
-		if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
-			w.emitted[o.ID] = true
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read emitted events: %w", err)
+	from, covered, billingFrom, err := w.restore(ctx)
+	if err != nil {
+		return err
 	}
-	n := 0
-	if err := Journal(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, func(e Entry) error {
+	parts, err := kafkax.Partitions(ctx, w.cfg.Brokers, w.cfg.BillingTopic)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if err := kafkax.ReadPartitionFrom(ctx, w.cfg.Brokers, w.cfg.BillingTopic, p, billingFrom[p], func(m kafka.Message) error {
+			var o struct{ ID string }
+			if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
+				w.emitted[o.ID] = true
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("read emitted events: %w", err)
+		}
+	}
+	n, ticks := 0, 0
+	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, from, covered, func(e Entry) error {
 		n++
 		if e.Tick {
 			w.lastTick, w.fed = e.RecordedAt, e.Covered
+			ticks++
 		}
 		if e.Source != "" {
 			w.next[e.Source] = e.Offset + 1
@@ -197,8 +219,66 @@ func (w *Worker) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("recover from the journal: %w", err)
 	}
-	w.log.Info("settle: recovered", "journal_entries", n, "events_already_emitted", len(w.emitted), "last_settled", w.rep.Engine().Settled().String(), "clock", w.clock)
+	telemetry.SetInt(w.metrics.RecoveryOffset, from)
+	telemetry.SetInt(w.metrics.RecoveryEntries, int64(n))
+	w.log.Info("settle: recovered", "from_journal_offset", from, "log_entries_replayed", n, "events_emitted_since_snapshot", len(w.emitted),
+		"last_settled", w.rep.Engine().Settled().String(), "clock", w.clock)
+	if ticks > 0 { // settlements the latest snapshot does not hold: save one, so the next restart is short
+		w.takeSnapshot(ctx)
+	}
 	return w.live(ctx)
+}
+
+// restore loads the latest snapshot, if there is a usable one, and says where recovery goes on:
+// the journal offset, the usage offsets fed so far and the billing offsets to dedupe emission from.
+func (w *Worker) restore(ctx context.Context) (int64, Offsets, map[int]int64, error) {
+	meta, state, err := w.snapshots.latest(ctx)
+	if err != nil || meta == nil {
+		return 0, Offsets{}, nil, err
+	}
+	rep, err := settle.RestoreReplayer(w.cfg.Billing, settle.ReplayOptions{Grace: w.cfg.Grace}, w.emit, state)
+	if err != nil {
+		w.log.Warn("settle: the latest snapshot is unusable; replaying the journal from its start", "journal_offset", meta.JournalOffset, "err", err)
+		return 0, Offsets{}, nil, nil
+	}
+	w.rep, w.lastTick, w.clock, w.first = rep, meta.Tick, meta.Clock, meta.First
+	w.fed = Offsets{}
+	for p, o := range meta.Fed {
+		w.fed[p] = o
+	}
+	for src, o := range meta.Next {
+		w.next[src] = o
+	}
+	if s := rep.Engine().Settled(); !s.IsZero() {
+		telemetry.SetInt(w.metrics.Settled, int64(s.YYYYMM()))
+	}
+	w.log.Info("settle: restored the snapshot", "journal_offset", meta.JournalOffset, "settlement", meta.Tick)
+	covered := Offsets{}
+	for p, o := range meta.Fed {
+		covered[p] = o
+	}
+	return meta.JournalOffset + 1, covered, meta.Billing, nil
+}
+
+// takeSnapshot saves the state, which holds the journal up to its last record (a settlement's
+// tick, or the end at a recovery).
+// A failure costs only restart time, so it is logged, not returned.
+func (w *Worker) takeSnapshot(ctx context.Context) {
+	start := time.Now()
+	journalEnd, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.JournalTopic)
+	if err == nil {
+		var billing map[int]int64
+		if billing, err = kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.BillingTopic); err == nil {
+			meta := snapshotMeta{JournalOffset: journalEnd[0] - 1, Tick: w.lastTick, Clock: w.clock, First: w.first, Fed: w.fed, Next: w.next, Billing: billing}
+			var size int
+			if size, err = w.snapshots.save(ctx, meta, w.rep.Snapshot); err == nil || errors.Is(err, errOlderSnapshotsKept) {
+				w.metrics.SnapshotsSaved.Inc()
+				w.log.Info("settle: snapshot saved", "journal_offset", meta.JournalOffset, "bytes", size, "seconds", time.Since(start).Seconds(), "warning", err)
+				return
+			}
+		}
+	}
+	w.log.Warn("settle: saving a snapshot failed (a restart replays more of the journal)", "err", err)
 }
 
 func (w *Worker) live(ctx context.Context) error {
@@ -257,6 +337,7 @@ func (w *Worker) live(ctx context.Context) error {
 			if err := w.settleAt(ctx, s, covered); err != nil {
 				return err
 			}
+			w.takeSnapshot(ctx)
 			continue
 		}
 		got := 0

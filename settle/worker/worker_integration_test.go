@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
@@ -88,16 +89,17 @@ func (e *env) startSink(t *testing.T, ctx context.Context) {
 	go func() { _ = s.Run(ctx) }()
 }
 
-func (e *env) startWorker(t *testing.T, ctx context.Context) chan error {
+func (e *env) startWorker(t *testing.T, ctx context.Context) (chan error, *worker.Metrics) {
+	metrics := worker.NewMetrics(prometheus.NewRegistry())
 	w, err := worker.New(worker.Config{Brokers: e.brokers, UsageTopic: e.usage, AccountsTopic: e.accounts, LedgerTopic: e.ledger,
 		BillingTopic: e.billing, StatusTopic: e.status, JournalTopic: e.journal, SinkGroup: e.sinkGroup, Billing: billingConfig(),
-		Grace: time.Hour, Clock: e.clock.Now, PollInterval: 50 * time.Millisecond}, e.conn, discard(), worker.NewMetrics(prometheus.NewRegistry()))
+		Grace: time.Hour, Clock: e.clock.Now, PollInterval: 50 * time.Millisecond}, e.conn, discard(), metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	return done
+	return done, metrics
 }
 
 // send writes one event to topic as received at the virtual clock's instant.
@@ -146,6 +148,26 @@ func (e *env) billingLinesUntil(t *testing.T, done func([]string) bool) []string
 	}
 }
 
+// journalledOnce checks that the journal holds each account and ledger input once: a restart
+// resumes every input topic where the journal (or the snapshot) left it.
+func journalledOnce(t *testing.T, e *env) {
+	t.Helper()
+	seen := map[string]bool{}
+	if err := worker.Journal(context.Background(), e.brokers, e.journal, e.conn, func(en worker.Entry) error {
+		if en.Source == "" {
+			return nil
+		}
+		k := fmt.Sprintf("%s@%d", en.Source, en.Offset)
+		if seen[k] {
+			return fmt.Errorf("input %s journalled twice", k)
+		}
+		seen[k] = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func replayExport(t *testing.T, e *env) []string {
 	t.Helper()
 	var log bytes.Buffer
@@ -171,7 +193,7 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	defer cancel()
 	e.startSink(t, ctx)
 	e.clock.Set("2026-10-01T08:00:00+08:00")
-	done := e.startWorker(t, ctx)
+	done, firstMetrics := e.startWorker(t, ctx)
 	e.send(t, e.accounts, "acme", settle.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
 	e.send(t, e.accounts, "globex", settle.PriceOverrideType, "po-1", "2026-10-02T09:00:00+08:00",
 		`{"account":"globex","service":"vehicle-recognition","effective_from":"2026-10-01T00:00:00+08:00","tiers":[{"from_calls":0,"unit_price":"2.0"}]}`)
@@ -202,7 +224,7 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	ctx, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	e.startSink(t, ctx)
-	done = e.startWorker(t, ctx)
+	done, metrics := e.startWorker(t, ctx)
 	e.usageCall(t, "u5", "acme", "image-tagging", 2_000, "2026-10-31T23:59:30+08:00", "2026-11-02T08:00:00+08:00") // late: crosses a tier
 	e.send(t, e.ledger, "globex", settle.RechargedType, "rc-1", "2026-11-03T09:00:00+08:00", `{"account":"globex","amount":"500.00"}`)
 	e.billingLines(t, 6) // the hold is requested again
@@ -215,6 +237,20 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("worker: %v", err)
 	}
+
+	// The restart resumed from the snapshot October's settlement saved, after its tick, not from
+	// the start of the journal; November's settlement saved another.
+	if saved := testutil.ToFloat64(firstMetrics.SnapshotsSaved); saved != 1 {
+		t.Fatalf("first worker saved %v snapshots, want 1 (after October)", saved)
+	}
+	if from := testutil.ToFloat64(metrics.RecoveryOffset); from < 3 {
+		t.Fatalf("the restart replayed the journal from offset %v, not after October's tick", from)
+	}
+	if saved := testutil.ToFloat64(metrics.SnapshotsSaved); saved != 1 {
+		t.Fatalf("second worker saved %v snapshots, want 1 (after November)", saved)
+	}
+
+	journalledOnce(t, e)
 
 	want := replayExport(t, e)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -248,7 +284,7 @@ func TestWorkerDownOnDayOneSettlesOnDayTwo(t *testing.T) {
 	e.usageCall(t, "u1", "acme", "image-tagging", 20_000, "2026-10-05T10:00:00+08:00", "2026-10-05T10:00:01+08:00")
 	e.usageCall(t, "u2", "acme", "image-tagging", 1_000, "2026-10-31T23:00:00+08:00", "2026-11-01T09:00:00+08:00") // late: after the instant
 	e.clock.Set("2026-11-02T10:00:00+08:00")
-	done := e.startWorker(t, ctx)
+	done, _ := e.startWorker(t, ctx)
 	got := e.billingLines(t, 2)
 	if len(got) != 2 || !strings.Contains(got[0], `"time":"2026-11-01T01:00:00+08:00"`) || !strings.Contains(got[0], `"calls":20000`) {
 		t.Fatalf("day-2 settlement:\n%s", strings.Join(got, "\n"))
@@ -258,7 +294,7 @@ func TestWorkerDownOnDayOneSettlesOnDayTwo(t *testing.T) {
 	// Restarted: nothing new.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	done = e.startWorker(t, ctx2)
+	done, _ = e.startWorker(t, ctx2)
 	time.Sleep(3 * time.Second)
 	if again := e.billingLines(t, 2); len(again) != 2 {
 		t.Fatalf("a restart emitted again:\n%s", strings.Join(again, "\n"))
