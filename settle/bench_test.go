@@ -2,6 +2,7 @@ package settle
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -84,4 +85,53 @@ func BenchmarkReplayUsage(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(100_000*b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkSnapshot100kx8 writes the state of 100,000 accounts × 8 services after their month is
+// settled (as the settle worker does after each settlement, gzip included); BenchmarkRestore100kx8
+// reads it back.
+func BenchmarkSnapshot100kx8(b *testing.B) {
+	rep := settledReplayer(b)
+	var buf bytes.Buffer
+	b.ResetTimer()
+	for range b.N {
+		buf.Reset()
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		if err := rep.Snapshot(zw); err != nil {
+			b.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len()), "gzip-bytes")
+}
+
+func BenchmarkRestore100kx8(b *testing.B) {
+	rep := settledReplayer(b)
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err := rep.Snapshot(zw); err != nil {
+		b.Fatal(err)
+	}
+	_ = zw.Close()
+	b.ResetTimer()
+	for range b.N {
+		zr, err := gzip.NewReader(bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := RestoreReplayer(defaultConfig(), ReplayOptions{}, func(cloudevent.Out) error { return nil }, zr); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func settledReplayer(b *testing.B) *Replayer {
+	b.Helper()
+	eng, p, at := benchEngine(b, 100_000, func(cloudevent.Out) error { return nil })
+	if err := eng.Settle(p, at); err != nil {
+		b.Fatal(err)
+	}
+	return &Replayer{engine: eng, cfg: defaultConfig(), clock: at}
 }

@@ -18,7 +18,8 @@ import (
 // Restoring a snapshot and applying the rest of the log gives exactly the output of applying the
 // whole log (TestPropertySnapshotRestoreIsInvisible).
 //
-// The format is gob of the types below, versioned; a snapshot taken under another catalogue,
+// The format is a gob stream of the types below, versioned: the snapshot header, then each
+// account in order (one value each, so neither side holds the whole encoding at once); a snapshot taken under another catalogue,
 // billing time zone or hold ratio is refused (ErrSnapshotMismatch), since the state depends on them.
 
 const snapshotVersion = 1
@@ -37,7 +38,6 @@ type snapshot struct {
 	Sorted            bool
 	PackIDs           []string
 	Earliest, Settled Period
-	Accounts          []snapAccount
 	Dirty, Holding    []string
 	Pending           []snapPending
 }
@@ -137,10 +137,17 @@ func (r *Replayer) Snapshot(w io.Writer) error {
 		s.Pending = append(s.Pending, snapPending{Period: p, Accounts: ids(set)})
 	}
 	sort.Slice(s.Pending, func(i, j int) bool { return s.Pending[i].Period.Before(s.Pending[j].Period) })
-	for _, id := range e.order {
-		s.Accounts = append(s.Accounts, snapAccountOf(e.accounts[id]))
+	enc := gob.NewEncoder(w)
+	if err := enc.Encode(&s); err != nil {
+		return err
 	}
-	return gob.NewEncoder(w).Encode(&s)
+	for _, id := range e.order {
+		a := snapAccountOf(e.accounts[id])
+		if err := enc.Encode(&a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func snapHoldOf(h *hold) *snapHold {
@@ -190,7 +197,8 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 		return nil, err
 	}
 	var s snapshot
-	if err := gob.NewDecoder(rd).Decode(&s); err != nil {
+	dec := gob.NewDecoder(rd)
+	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("settle: read snapshot: %w", err)
 	}
 	if s.Version != snapshotVersion || s.ConfigPrint != configPrint(cfg) {
@@ -202,7 +210,11 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 	for _, id := range s.PackIDs {
 		e.packIDs[id] = struct{}{}
 	}
-	for _, sa := range s.Accounts {
+	for range s.Order {
+		var sa snapAccount
+		if err := dec.Decode(&sa); err != nil {
+			return nil, fmt.Errorf("settle: read snapshot: %w", err)
+		}
 		a, err := accountOf(sa)
 		if err != nil {
 			return nil, err
