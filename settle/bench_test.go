@@ -135,3 +135,37 @@ func settledReplayer(b *testing.B) *Replayer {
 	}
 	return &Replayer{engine: eng, cfg: defaultConfig(), clock: at}
 }
+
+// BenchmarkUsageMemory reports the engine's memory per usage event held for a month: with usage
+// ids remembered (replay of any log) and without (the settle worker, whose usage is deduplicated
+// upstream).
+func BenchmarkUsageMemory(b *testing.B) {
+	for _, dedupUpstream := range []bool{false, true} {
+		b.Run(fmt.Sprintf("deduplicated-upstream=%t", dedupUpstream), func(b *testing.B) {
+			const events = 1_000_000
+			var perEvent float64
+			for range b.N {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				eng, err := New(defaultConfig(), func(cloudevent.Out) error { return nil })
+				if err != nil {
+					b.Fatal(err)
+				}
+				eng.usageDeduplicated = dedupUpstream
+				at := mustTime("2026-10-01T00:00:00+08:00")
+				for n := range events {
+					u := usageOf(fmt.Sprintf("req-%016x", n), fmt.Sprintf("acct-%05d", n%10_000), "image-tagging", 1, at.Add(time.Duration(n)*time.Second))
+					if err := eng.Apply(Usage{u}, at); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perEvent = float64(after.HeapAlloc-before.HeapAlloc) / events
+				runtime.KeepAlive(eng)
+			}
+			b.ReportMetric(perEvent, "bytes/event")
+		})
+	}
+}

@@ -63,6 +63,8 @@ type Engine struct {
 	// a settlement must visit, so months without activity cost nothing.
 	pending map[Period]map[*account]struct{}
 	holding map[*account]struct{}
+	// usageDeduplicated: the caller passes each usage identity once; ids are not remembered.
+	usageDeduplicated bool
 }
 
 type account struct {
@@ -298,7 +300,7 @@ func (e *Engine) applyUsage(u Usage) {
 			set[a] = struct{}{}
 		}
 	}
-	if !m.ids.add(u.ID) {
+	if !e.usageDeduplicated && !m.ids.add(u.ID) {
 		return // a duplicate: the first received counts
 	}
 	m.add(u.Time.UnixNano(), u.Calls)

@@ -20,6 +20,10 @@ type ReplayOptions struct {
 	Until time.Time
 	// MaxLineBytes bounds one input line (default 1 MiB); longer lines are rejected.
 	MaxLineBytes int
+	// UsageDeduplicated: the log holds each usage identity once (the settle worker's log, whose
+	// usage comes first-copy-only from usage_events), so the engine need not remember every
+	// usage id it has seen. Set it only for such a log: a duplicate would be counted.
+	UsageDeduplicated bool
 }
 
 // ReplayStats counts what a replay did.
@@ -59,6 +63,7 @@ func NewReplayer(cfg Config, opts ReplayOptions, emit Emit) (*Replayer, error) {
 	if err != nil {
 		return nil, err
 	}
+	eng.usageDeduplicated = opts.UsageDeduplicated
 	r.engine = eng
 	return r, nil
 }

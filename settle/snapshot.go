@@ -24,15 +24,16 @@ import (
 
 const snapshotVersion = 1
 
-// ErrSnapshotMismatch: the snapshot was taken by another format version or billing configuration;
-// replay the log from its start instead.
+// ErrSnapshotMismatch: the snapshot was taken by another format version, billing configuration or
+// usage deduplication option; replay the log from its start instead.
 var ErrSnapshotMismatch = errors.New("settle: snapshot taken with another format or billing configuration")
 
 type snapshot struct {
-	Version     int
-	ConfigPrint string
-	Clock       time.Time
-	Lines       int
+	Version           int
+	ConfigPrint       string
+	UsageDeduplicated bool
+	Clock             time.Time
+	Lines             int
 
 	Order             []string
 	Sorted            bool
@@ -118,7 +119,7 @@ func configPrint(cfg Config) string {
 // Snapshot writes the replayer's whole state to w.
 func (r *Replayer) Snapshot(w io.Writer) error {
 	e := r.engine
-	s := snapshot{Version: snapshotVersion, ConfigPrint: configPrint(r.cfg), Clock: r.clock, Lines: r.stats.Lines,
+	s := snapshot{Version: snapshotVersion, ConfigPrint: configPrint(r.cfg), UsageDeduplicated: e.usageDeduplicated, Clock: r.clock, Lines: r.stats.Lines,
 		Order: e.order, Sorted: e.sorted, Earliest: e.earliest, Settled: e.settled}
 	for id := range e.packIDs {
 		s.PackIDs = append(s.PackIDs, id)
@@ -201,7 +202,7 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("settle: read snapshot: %w", err)
 	}
-	if s.Version != snapshotVersion || s.ConfigPrint != configPrint(cfg) {
+	if s.Version != snapshotVersion || s.ConfigPrint != configPrint(cfg) || s.UsageDeduplicated != opts.UsageDeduplicated {
 		return nil, fmt.Errorf("%w (version %d)", ErrSnapshotMismatch, s.Version)
 	}
 	e := r.engine

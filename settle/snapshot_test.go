@@ -200,3 +200,54 @@ func TestSnapshotRefusesAnotherConfiguration(t *testing.T) {
 		t.Fatal("restored a truncated snapshot")
 	}
 }
+
+// Over a log holding each usage identity once, an engine that does not remember usage ids emits
+// exactly what one that does emits, and its snapshots hold no ids.
+func TestUsageDeduplicatedLogNeedsNoIDs(t *testing.T) {
+	until := mustTime("2027-01-05T00:00:00+08:00")
+	for seed := range uint64(30) {
+		lines := randomQuarterLog(rand.New(rand.NewPCG(seed, 9)))
+		var once []string // the log without its gateway retries
+		seen := map[string]bool{}
+		for _, l := range lines {
+			var ev struct {
+				ID   string
+				Type string
+			}
+			_ = json.Unmarshal([]byte(l), &ev)
+			if ev.Type == "tally.usage.v1" {
+				if seen[ev.ID] {
+					continue
+				}
+				seen[ev.ID] = true
+			}
+			once = append(once, l)
+		}
+		if len(once) == len(lines) && seed == 0 {
+			t.Fatal("the generated log has no retries to drop")
+		}
+		want := replayWhole(t, defaultConfig(), lines, until)
+		var out bytes.Buffer
+		enc := json.NewEncoder(&out)
+		rep, err := NewReplayer(defaultConfig(), ReplayOptions{Grace: 6 * time.Hour, UsageDeduplicated: true}, func(o cloudevent.Out) error { return enc.Encode(o) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(t, rep, once)
+		if err := rep.Advance(until); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("seed %d: output differs without remembered ids", seed)
+		}
+		for _, a := range rep.engine.accounts {
+			for _, s := range a.services {
+				for _, m := range s.months {
+					if ids := m.ids.list(); len(ids) > 0 {
+						t.Fatalf("seed %d: %s/%s remembers %d ids", seed, a.id, s.id, len(ids))
+					}
+				}
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
@@ -18,26 +19,43 @@ import (
 // Offsets maps each usage partition to an offset.
 type Offsets map[int32]int64
 
-// usageLines reads the usage rows with offsets in [from, to) of each partition from usage_events,
-// in the order ingest received them (receive time, then partition and offset), as CloudEvent lines
-// whose recordedat is the receive time: exactly what `tally replay` reads for them. Offsets, not
-// times, bound a tick's usage, so a record appended after a settlement with an older timestamp
-// is billed at the next one (as late), never skipped.
+// usageLines reads, from usage_events, the usage records with offsets in [from, to) of each
+// partition that are the first copy of their identity (account, service, month, id) among all
+// records before to, in the order ingest received them (receive time, then partition and offset),
+// as CloudEvent lines whose recordedat is the receive time: exactly what `tally replay` reads for
+// them. So duplicates never reach the billing core, whichever copies ClickHouse has merged away
+// yet, and it need not remember every id it has seen. Offsets, not times, bound a tick's usage,
+// so a record appended after a settlement with an older timestamp is billed at the next one (as
+// late), never skipped.
 func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(line []byte) error) error {
-	var conds []string
-	var args []any
+	var inRange, below []string
+	var rangeArgs, belowArgs []any
 	for p, end := range to {
+		below = append(below, "(kafka_partition = ? AND kafka_offset < ?)")
+		belowArgs = append(belowArgs, p, end)
 		if start := from[p]; end > start {
-			conds = append(conds, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
-			args = append(args, p, start, end)
+			inRange = append(inRange, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
+			rangeArgs = append(rangeArgs, p, start, end)
 		}
 	}
-	if len(conds) == 0 {
+	if len(inRange) == 0 {
 		return nil
 	}
-	rows, err := ch.Query(ctx, `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset
-		FROM usage_events WHERE `+strings.Join(conds, " OR ")+`
-		ORDER BY received_at, kafka_partition, kafka_offset LIMIT 1 BY kafka_partition, kafka_offset`, args...)
+	rangeCond := strings.Join(inRange, " OR ")
+	firstInRange := strings.NewReplacer("kafka_partition", "fc.4", "kafka_offset", "fc.5").Replace(rangeCond)
+	// The months the range touches are grouped by identity whole (in sorting-key order, so
+	// streaming): the first copy may lie before the range, and then the range's copy is a retry.
+	query := `SELECT id, account, service, fc.1, fc.2, fc.3, fc.4, fc.5 FROM (
+			SELECT account, service, period, id,
+				argMin((event_time, calls, received_at, kafka_partition, kafka_offset), (received_at, kafka_partition, kafka_offset)) AS fc
+			FROM usage_events
+			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE ` + rangeCond + `) AND (` + strings.Join(below, " OR ") + `)
+			GROUP BY account, service, period, id)
+		WHERE ` + firstInRange + `
+		ORDER BY fc.3, fc.4, fc.5`
+	args := append(append(append([]any{}, rangeArgs...), belowArgs...), rangeArgs...)
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"optimize_aggregation_in_order": 1}))
+	rows, err := ch.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
 	}

@@ -122,7 +122,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 		return &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
 	}
 	w.billing, w.status, w.journal = writer(cfg.BillingTopic), writer(cfg.StatusTopic), writer(cfg.JournalTopic)
-	rep, err := settle.NewReplayer(cfg.Billing, settle.ReplayOptions{Grace: cfg.Grace}, w.emit)
+	rep, err := settle.NewReplayer(cfg.Billing, replayOptions(cfg.Grace), w.emit)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,7 @@ func (w *Worker) restore(ctx context.Context) (int64, Offsets, map[int]int64, er
 	if err != nil || meta == nil {
 		return 0, Offsets{}, nil, err
 	}
-	rep, err := settle.RestoreReplayer(w.cfg.Billing, settle.ReplayOptions{Grace: w.cfg.Grace}, w.emit, state)
+	rep, err := settle.RestoreReplayer(w.cfg.Billing, replayOptions(w.cfg.Grace), w.emit, state)
 	if err != nil {
 		w.log.Warn("settle: the latest snapshot is unusable; replaying the journal from its start", "journal_offset", meta.JournalOffset, "err", err)
 		return 0, Offsets{}, nil, nil
@@ -479,6 +479,12 @@ func splitSource(src string) (topic, partition string, ok bool) {
 		}
 	}
 	return src, "", false
+}
+
+// replayOptions are the billing core's options for the worker's log, whose usage holds each
+// identity once (usageLines), so the engine does not remember usage ids.
+func replayOptions(grace time.Duration) settle.ReplayOptions {
+	return settle.ReplayOptions{Grace: grace, UsageDeduplicated: true}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
