@@ -4,11 +4,13 @@
 // every input it consumed from the accounts and ledger topics (each stamped with recordedat, the
 // worker's clock) and a clock tick at each month's settlement instant. Usage is not journalled:
 // before each tick the worker feeds the engine the usage ingest received since the previous tick,
-// read from ClickHouse usage_events once the sink has written all of it (the watermark). So the
-// engine always sees one deterministic log, and:
+// read from ClickHouse usage_events once the sink has written all of it (the watermark), each
+// identity's first copy only. So the engine always sees one deterministic log, and:
 //
-//   - a restart replays the journal (and the usage between its ticks) to rebuild the state, and
-//     emits only the events the billing topic does not hold yet (ids are deterministic);
+//   - after each settlement the worker saves a snapshot of the billing state (settle_snapshots);
+//     a restart restores the latest one and replays only the journal after it (or, without a
+//     usable snapshot, the whole journal and the usage between its ticks), and emits only the
+//     events the billing topic does not hold yet (ids are deterministic);
 //   - `tally export` writes that same log as JSON lines, and `tally replay` over it reproduces
 //     the billing topic byte for byte.
 package worker
