@@ -205,16 +205,25 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 	if s.Version != snapshotVersion || s.ConfigPrint != configPrint(cfg) || s.UsageDeduplicated != opts.UsageDeduplicated {
 		return nil, fmt.Errorf("%w (version %d)", ErrSnapshotMismatch, s.Version)
 	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	e := r.engine
 	r.clock, r.stats.Lines = s.Clock, s.Lines
 	e.order, e.sorted, e.earliest, e.settled = s.Order, s.Sorted, s.Earliest, s.Settled
 	for _, id := range s.PackIDs {
 		e.packIDs[id] = struct{}{}
 	}
-	for range s.Order {
+	for i := range s.Order {
 		var sa snapAccount
 		if err := dec.Decode(&sa); err != nil {
 			return nil, fmt.Errorf("settle: read snapshot: %w", err)
+		}
+		if sa.ID != s.Order[i] {
+			return nil, fmt.Errorf("settle: snapshot account %d is %q, its order says %q", i, sa.ID, s.Order[i])
+		}
+		if err := sa.check(); err != nil {
+			return nil, fmt.Errorf("settle: snapshot account %q: %w", sa.ID, err)
 		}
 		a, err := accountOf(sa)
 		if err != nil {
@@ -250,6 +259,86 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 	return r, nil
 }
 
+// A snapshot comes from Tally's own database, but a damaged one must be refused, not loop or
+// mislead: the checks below hold for every state the engine builds.
+
+// validPeriod: a real month (the zero period only where allowed).
+func validPeriod(p Period, zeroOK bool) bool {
+	return (zeroOK && p.IsZero()) || (p.Year >= 1970 && p.Year <= 9999 && p.Month >= time.January && p.Month <= time.December)
+}
+
+func (s *snapshot) check() error {
+	if !validPeriod(s.Earliest, true) || !validPeriod(s.Settled, true) || (s.Earliest.IsZero() && !s.Settled.IsZero()) {
+		return fmt.Errorf("settle: snapshot months %v and %v are not valid", s.Earliest, s.Settled)
+	}
+	if !s.Clock.IsZero() && (s.Clock.Year() < 1970 || s.Clock.Year() > 9999) {
+		return fmt.Errorf("settle: snapshot clock %v is not valid", s.Clock)
+	}
+	seen := make(map[string]bool, len(s.Order))
+	for _, id := range s.Order {
+		if seen[id] {
+			return fmt.Errorf("settle: snapshot lists account %q twice", id)
+		}
+		seen[id] = true
+	}
+	for _, p := range s.Pending {
+		if !validPeriod(p.Period, false) {
+			return fmt.Errorf("settle: snapshot pending month %v is not valid", p.Period)
+		}
+	}
+	return nil
+}
+
+func (h *snapHold) check() error {
+	if h != nil && (h.Amount < 0 || h.State > uint8(holdFailed) || h.Retries < 0) {
+		return fmt.Errorf("hold %q is not valid", h.ID)
+	}
+	return nil
+}
+
+func (sa *snapAccount) check() error {
+	if err := sa.Hold.check(); err != nil {
+		return err
+	}
+	if err := sa.Requested.check(); err != nil {
+		return err
+	}
+	for i, ss := range sa.Services {
+		if i > 0 && sa.Services[i-1].ID >= ss.ID {
+			return fmt.Errorf("services out of order at %q", ss.ID)
+		}
+		for j, m := range ss.Months {
+			if !validPeriod(m.Period, false) || (j > 0 && !ss.Months[j-1].Period.Before(m.Period)) {
+				return fmt.Errorf("%s: month %v is not valid or out of order", ss.ID, m.Period)
+			}
+			if len(m.At) != len(m.Calls) {
+				return fmt.Errorf("%s %s: usage series is malformed", ss.ID, m.Period)
+			}
+			var total int64
+			for _, c := range m.Calls {
+				if c < 0 || total > total+c {
+					return fmt.Errorf("%s %s: usage series is malformed", ss.ID, m.Period)
+				}
+				total += c
+			}
+			if total != m.Total || m.BilledAmount < 0 {
+				return fmt.Errorf("%s %s: totals do not add up", ss.ID, m.Period)
+			}
+		}
+		for j, p := range ss.Packs {
+			if p.Calls < 0 || (j > 0 && packBefore(&pack{id: p.ID, validUntil: p.ValidUntil}, &pack{id: ss.Packs[j-1].ID, validUntil: ss.Packs[j-1].ValidUntil})) {
+				return fmt.Errorf("%s: pack %q is not valid or out of order", ss.ID, p.ID)
+			}
+		}
+		for _, o := range ss.Overrides {
+			if len(o.From) != len(o.Prices) {
+				return fmt.Errorf("%s: contract price is malformed", ss.ID)
+			}
+		}
+	}
+	return nil
+}
+
 func holdOf(s *snapHold) *hold {
 	if s == nil {
 		return nil
@@ -267,9 +356,6 @@ func accountOf(sa snapAccount) (*account, error) {
 	for _, ss := range sa.Services {
 		sv := &serviceState{id: ss.ID, activated: ss.Activated, activatedAt: ss.ActivatedAt, dirty: ss.Dirty}
 		for _, sm := range ss.Months {
-			if len(sm.At) != len(sm.Calls) {
-				return nil, fmt.Errorf("settle: snapshot month %s of %s/%s is malformed", sm.Period, sa.ID, ss.ID)
-			}
 			m := &monthUsage{period: sm.Period, total: sm.Total, sorted: sm.Sorted, billed: billed{amount: cents(sm.BilledAmount), calls: sm.Billed},
 				series: make([]timedCalls, len(sm.At))}
 			for i := range sm.At {
@@ -284,9 +370,6 @@ func accountOf(sa snapAccount) (*account, error) {
 			sv.packs = append(sv.packs, &pack{id: p.ID, calls: p.Calls, validFrom: p.ValidFrom, validUntil: p.ValidUntil})
 		}
 		for _, so := range ss.Overrides {
-			if len(so.From) != len(so.Prices) {
-				return nil, fmt.Errorf("settle: snapshot contract price of %s/%s is malformed", sa.ID, ss.ID)
-			}
 			o := PriceOverride{Account: so.Account, Service: so.Service, EffectiveFrom: so.EffectiveFrom}
 			for i, from := range so.From {
 				price, err := decimal.NewFromString(so.Prices[i])
