@@ -14,7 +14,7 @@ func BenchmarkFold(b *testing.B) {
 	for i := range recs {
 		recs[i] = rec(int64(i), fmt.Sprintf("e%d", i), fmt.Sprintf("acct-%d", i%5000), "image-tagging", 1+i%9, "2026-10-05T10:00:00+08:00")
 	}
-	p := NewPartition(nil, 0, 1000, shanghai, settle.DefaultCatalogue()) // ids repeat every 100,000 records: never within the window, so every record is added
+	p := NewPartition(PartitionConfig{Window: 1000, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{}) // ids repeat every 100,000 records: never within the window, so every record is added
 	b.ResetTimer()
 	for i := range b.N {
 		r := recs[i%len(recs)]
@@ -54,7 +54,7 @@ func BenchmarkKeyMemory(b *testing.B) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	p := NewPartition(nil, 0, 1, shanghai, settle.DefaultCatalogue())
+	p := NewPartition(PartitionConfig{Window: 1, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{})
 	per := settle.Period{Year: 2026, Month: 10}
 	for a := range accounts {
 		acct := fmt.Sprintf("acct-%06d", a)

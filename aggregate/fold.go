@@ -79,25 +79,75 @@ func (w *Window) Len() int {
 // one folding goroutine and any number of readers.
 type Partition struct {
 	mu        sync.RWMutex
+	cfg       PartitionConfig
 	totals    map[Key]int64
 	byAccount map[string][]Key // index of totals for the query API
 	dirty     map[Key]struct{}
 	window    *Window
-	next      int64 // the offset of the next record to fold
-	loc       *time.Location
-	cat       ingest.ServiceChecker
+	mark      Mark
+	evicted   settle.Period // totals of months before it have been dropped
 
-	folded, duplicates, invalid int64
+	folded, duplicates, invalid, closed int64
 }
 
-// NewPartition starts a partition at offset next with the given totals (from a checkpoint).
-func NewPartition(totals map[Key]int64, next int64, window int, loc *time.Location, cat ingest.ServiceChecker) *Partition {
-	p := &Partition{totals: map[Key]int64{}, byAccount: map[string][]Key{}, dirty: map[Key]struct{}{}, window: NewWindow(window), next: next, loc: loc, cat: cat}
+// PartitionConfig is how a partition folds.
+type PartitionConfig struct {
+	// Window is how many records back a retry is recognised.
+	Window int
+	// OpenMonths is how many billing months keep running totals, counting back from the month
+	// of the newest receive time folded (so it is a function of the records, like everything
+	// else here): with 3, in November, November, October and September. Records of older months
+	// are counted as closed, not folded, and older totals leave memory: a month's figures are
+	// then the exact recount of usage_events. 0 keeps every month forever.
+	OpenMonths int
+	Location   *time.Location
+	Services   ingest.ServiceChecker
+}
+
+// Mark is where a partition's state stands: the offset of the next record to fold, and the
+// billing month of the newest receive time folded (which months are open).
+type Mark struct {
+	Next   int64
+	Newest settle.Period
+}
+
+// NewPartition starts a partition at mark with the given totals (from a checkpoint); totals of
+// months closed at mark are left out.
+func NewPartition(cfg PartitionConfig, totals map[Key]int64, mark Mark) *Partition {
+	p := &Partition{cfg: cfg, totals: map[Key]int64{}, byAccount: map[string][]Key{}, dirty: map[Key]struct{}{},
+		window: NewWindow(cfg.Window), mark: mark}
+	p.evicted = p.openFrom()
 	for k, v := range totals {
-		p.add(k, v)
+		if !p.isClosed(k.Period) {
+			p.add(k, v)
+		}
 	}
 	clear(p.dirty)
 	return p
+}
+
+// openFrom is the oldest open month (zero: every month is open).
+func (p *Partition) openFrom() settle.Period {
+	if p.cfg.OpenMonths <= 0 || p.mark.Newest.IsZero() {
+		return settle.Period{}
+	}
+	from := p.mark.Newest
+	for range p.cfg.OpenMonths - 1 {
+		from = from.Prev()
+	}
+	return from
+}
+
+func (p *Partition) isClosed(per settle.Period) bool {
+	from := p.openFrom()
+	return !from.IsZero() && per.Before(from)
+}
+
+// OpenFrom is the oldest month whose running total is kept (zero: every month).
+func (p *Partition) OpenFrom() settle.Period {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.openFrom()
 }
 
 // Record is what the fold needs of a Kafka record.
@@ -114,11 +164,11 @@ func identity(u ingest.Usage, p settle.Period) string {
 
 // decode validates a record as usage; ok is false for records the sink dead-letters.
 func (p *Partition) decode(r Record) (ingest.Usage, settle.Period, bool) {
-	u, err := ingest.DecodeUsage(r.Value, r.Time, p.cat)
+	u, err := ingest.DecodeUsage(r.Value, r.Time, p.cfg.Services)
 	if err != nil {
 		return ingest.Usage{}, settle.Period{}, false
 	}
-	return u, settle.PeriodOf(u.Time, p.loc), true
+	return u, settle.PeriodOf(u.Time, p.cfg.Location), true
 }
 
 // Warm remembers records that come before the partition's start offset, without folding them:
@@ -139,7 +189,12 @@ func (p *Partition) Fold(r Record) {
 	u, per, ok := p.decode(r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.next = r.Offset + 1
+	p.mark.Next = r.Offset + 1
+	if !r.Time.IsZero() {
+		if recv := settle.PeriodOf(r.Time, p.cfg.Location); p.mark.Newest.Before(recv) {
+			p.mark.Newest = recv
+		}
+	}
 	if !ok {
 		p.window.Seen("")
 		p.invalid++
@@ -147,6 +202,10 @@ func (p *Partition) Fold(r Record) {
 	}
 	if p.window.Seen(identity(u, per)) {
 		p.duplicates++
+		return
+	}
+	if p.isClosed(per) {
+		p.closed++
 		return
 	}
 	p.add(Key{Account: u.Account, Service: u.Service, Period: per}, u.Calls)
@@ -165,11 +224,12 @@ func (p *Partition) add(k Key, calls int64) {
 func (p *Partition) Next() int64 {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.next
+	return p.mark.Next
 }
 
-// TakeDirty returns the totals changed since the last call, and the offset they include.
-func (p *Partition) TakeDirty() (map[Key]int64, int64) {
+// TakeDirty returns the totals changed since the last call, and the mark they stand at. Totals
+// of months closed since the last call leave memory here, once their last change is taken.
+func (p *Partition) TakeDirty() (map[Key]int64, Mark) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[Key]int64, len(p.dirty))
@@ -177,7 +237,33 @@ func (p *Partition) TakeDirty() (map[Key]int64, int64) {
 		out[k] = p.totals[k]
 	}
 	clear(p.dirty)
-	return out, p.next
+	if from := p.openFrom(); p.evicted.Before(from) {
+		p.evict(from)
+	}
+	return out, p.mark
+}
+
+// evict drops the totals of months before from (a month at a time passes: O(keys) monthly).
+func (p *Partition) evict(from settle.Period) {
+	for k := range p.totals {
+		if k.Period.Before(from) {
+			delete(p.totals, k)
+		}
+	}
+	for a, keys := range p.byAccount {
+		kept := keys[:0]
+		for _, k := range keys {
+			if !k.Period.Before(from) {
+				kept = append(kept, k)
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.byAccount, a)
+		} else {
+			p.byAccount[a] = kept
+		}
+	}
+	p.evicted = from
 }
 
 // Keys is the number of totals.
@@ -187,12 +273,14 @@ func (p *Partition) Keys() int {
 	return len(p.totals)
 }
 
-// Restore marks keys dirty again after a failed checkpoint write.
+// Restore marks keys dirty again after a failed checkpoint write (those still held).
 func (p *Partition) Restore(keys map[Key]int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k := range keys {
-		p.dirty[k] = struct{}{}
+		if _, ok := p.totals[k]; ok {
+			p.dirty[k] = struct{}{}
+		}
 	}
 }
 
@@ -218,6 +306,13 @@ func (p *Partition) Totals() map[Key]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// Closed is the number of records of closed months (not folded: too old for running totals).
+func (p *Partition) Closed() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.closed
 }
 
 // Stats reports records folded, dropped as duplicates and skipped as invalid.

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -33,7 +34,7 @@ func TestWindowForgetsTheOldest(t *testing.T) {
 }
 
 func TestFoldDropsRetriesAndSortsMonths(t *testing.T) {
-	p := NewPartition(nil, 0, 100, shanghai, settle.DefaultCatalogue())
+	p := NewPartition(PartitionConfig{Window: 100, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{})
 	p.Fold(rec(0, "e1", "acme", "image-tagging", 3, "2026-10-31T23:59:00+08:00"))
 	p.Fold(rec(1, "e1", "acme", "image-tagging", 3, "2026-10-31T23:59:00+08:00")) // retry: dropped
 	p.Fold(rec(2, "e1", "acme", "image-tagging", 5, "2026-10-31T16:30:00Z"))      // Nov 1 00:30 Shanghai: another month
@@ -70,18 +71,19 @@ func TestPropertyRestartFromCheckpointIsExact(t *testing.T) {
 				fmt.Sprintf("2026-%02d-1%dT00:00:00+08:00", 10+r.IntN(2), r.IntN(9))))
 		}
 		const window = 16
-		whole := NewPartition(nil, 0, window, shanghai, settle.DefaultCatalogue())
+		whole := NewPartition(PartitionConfig{Window: window, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{})
 		for _, x := range recs {
 			whole.Fold(x)
 		}
 		// Crash after checkpoint c: the checkpoint holds every total as of c.
 		c := 1 + r.IntN(len(recs)-1)
-		first := NewPartition(nil, 0, window, shanghai, settle.DefaultCatalogue())
+		first := NewPartition(PartitionConfig{Window: window, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{})
 		for _, x := range recs[:c] {
 			first.Fold(x)
 		}
-		saved, at := first.TakeDirty()
-		restarted := NewPartition(saved, at, window, shanghai, settle.DefaultCatalogue())
+		saved, mark := first.TakeDirty()
+		at := mark.Next
+		restarted := NewPartition(PartitionConfig{Window: window, Location: shanghai, Services: settle.DefaultCatalogue()}, saved, mark)
 		for _, x := range recs[max(0, int(at)-window):at] {
 			restarted.Warm(x)
 		}
@@ -90,6 +92,89 @@ func TestPropertyRestartFromCheckpointIsExact(t *testing.T) {
 		}
 		if !reflect.DeepEqual(whole.Totals(), restarted.Totals()) {
 			t.Fatalf("round %d, checkpoint at %d: totals differ\nwhole     %v\nrestarted %v", round, c, whole.Totals(), restarted.Totals())
+		}
+	}
+}
+
+// With OpenMonths, months older than the newest receive month's window close: their records are
+// not folded and their totals leave memory. All of it follows from the records alone, so a
+// restart from any checkpoint still ends with exactly the totals of a run that never stopped.
+func TestPropertyClosedMonthsAreExactAcrossRestarts(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	cfg := PartitionConfig{Window: 16, OpenMonths: 2, Location: shanghai, Services: settle.DefaultCatalogue()}
+	open := func(p *Partition) map[Key]int64 {
+		from := p.OpenFrom()
+		out := map[Key]int64{}
+		for k, v := range p.Totals() {
+			if !k.Period.Before(from) {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	for round := range 40 {
+		// Received from September to December, each about a month's worth of late calls.
+		var recs []Record
+		want := map[Key]int64{}
+		newest := settle.Period{}
+		for i := range 400 {
+			received := time.Date(2026, 9, 1, 0, 0, 0, 0, shanghai).Add(time.Duration(i) * 7 * time.Hour)
+			happened := received.Add(-time.Duration(r.IntN(45*24)) * time.Hour)
+			acct, calls := fmt.Sprintf("a%d", r.IntN(3)), 1+r.IntN(5)
+			x := rec(int64(i), fmt.Sprintf("e%d", i), acct, "smart-cropping", calls, happened.Format(time.RFC3339))
+			x.Time = received
+			recs = append(recs, x)
+			if p := settle.PeriodOf(received, shanghai); newest.Before(p) {
+				newest = p
+			}
+			if per := settle.PeriodOf(happened, shanghai); !per.Before(newest.Prev()) {
+				want[Key{acct, "smart-cropping", per}] += int64(calls)
+			}
+		}
+		whole := NewPartition(cfg, nil, Mark{})
+		for i, x := range recs {
+			whole.Fold(x)
+			if i%50 == 0 {
+				whole.TakeDirty() // checkpoints now and then: closed months leave memory
+			}
+		}
+		c := 1 + r.IntN(len(recs)-1)
+		first := NewPartition(cfg, nil, Mark{})
+		saved := map[Key]int64{}
+		for i, x := range recs[:c] {
+			first.Fold(x)
+			if i%37 == 0 {
+				changed, _ := first.TakeDirty()
+				maps.Copy(saved, changed)
+			}
+		}
+		changed, mark := first.TakeDirty()
+		maps.Copy(saved, changed)
+		restarted := NewPartition(cfg, saved, mark)
+		for _, x := range recs[max(0, int(mark.Next)-cfg.Window):mark.Next] {
+			restarted.Warm(x)
+		}
+		for _, x := range recs[mark.Next:] {
+			restarted.Fold(x)
+		}
+		for k := range want {
+			if k.Period.Before(whole.OpenFrom()) {
+				delete(want, k)
+			}
+		}
+		if !reflect.DeepEqual(open(whole), want) || !reflect.DeepEqual(open(restarted), want) {
+			t.Fatalf("round %d, checkpoint at %d:\nwhole     %v\nrestarted %v\nwant      %v", round, c, open(whole), open(restarted), want)
+		}
+		if whole.OpenFrom() != (settle.Period{Year: 2026, Month: 11}) || whole.Closed() == 0 {
+			t.Fatalf("round %d: open from %v, %d closed records", round, whole.OpenFrom(), whole.Closed())
+		}
+		for _, p := range []*Partition{whole, restarted} {
+			p.TakeDirty()
+			for k := range p.Totals() {
+				if k.Period.Before(p.OpenFrom()) {
+					t.Fatalf("round %d: closed total %v still held after a checkpoint", round, k)
+				}
+			}
 		}
 	}
 }

@@ -76,10 +76,17 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
 		return
 	}
-	totals, ready := a.Worker.AccountUsage(account, p)
+	totals, ready, closed := a.Worker.AccountUsage(account, p)
 	if !ready {
 		writeError(w, http.StatusServiceUnavailable, "no usage partitions assigned yet; retry shortly")
 		return
+	}
+	if closed { // no running totals for it any more: the exact recount is the answer
+		var err error
+		if totals, err = recount(r.Context(), a.Usage, account, p); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
 	}
 	resp := UsageResponse{Account: account, Period: p.String(), Currency: a.Billing.Catalogue.Currency, Services: []ServiceUsage{}}
 	for _, svc := range a.Accounts.Services(account) {

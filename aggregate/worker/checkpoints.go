@@ -19,23 +19,28 @@ type Checkpoints struct {
 	topic    string
 }
 
-// Load returns the partition's totals as of its last committed checkpoint, the offset they
-// include (0 and no totals when there is none), and how many rows hold them.
-func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Key]int64, int64, int, error) {
+// Load returns the partition's totals as of its last committed checkpoint, the mark they stand
+// at (zero and no totals when there is none), and how many rows hold them.
+func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Key]int64, aggregate.Mark, int, error) {
 	var next int64
-	if err := c.ch.QueryRow(ctx, "SELECT max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
-		c.consumer, c.topic, int32(partition)).Scan(&next); err != nil {
-		return nil, 0, 0, fmt.Errorf("read checkpoint of partition %d: %w", partition, err)
+	var newest uint32
+	if err := c.ch.QueryRow(ctx, "SELECT max(next_offset), argMax(newest_period, next_offset) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
+		c.consumer, c.topic, int32(partition)).Scan(&next, &newest); err != nil {
+		return nil, aggregate.Mark{}, 0, fmt.Errorf("read checkpoint of partition %d: %w", partition, err)
 	}
 	totals := map[aggregate.Key]int64{}
 	if next == 0 {
-		return totals, 0, 0, nil
+		return totals, aggregate.Mark{}, 0, nil
+	}
+	mark := aggregate.Mark{Next: next}
+	if newest != 0 {
+		mark.Newest = settle.PeriodOfYYYYMM(newest)
 	}
 	rows, err := c.ch.Query(ctx, `SELECT account, service, period, argMax(calls, next_offset), count() FROM aggregate_totals
 		WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ? AND next_offset <= ?
 		GROUP BY account, service, period`, c.consumer, c.topic, int32(partition), next)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("read totals of partition %d: %w", partition, err)
+		return nil, aggregate.Mark{}, 0, fmt.Errorf("read totals of partition %d: %w", partition, err)
 	}
 	defer rows.Close()
 	stored := 0
@@ -44,17 +49,19 @@ func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Ke
 		var period uint32
 		var calls, n uint64
 		if err := rows.Scan(&k.Account, &k.Service, &period, &calls, &n); err != nil {
-			return nil, 0, 0, err
+			return nil, aggregate.Mark{}, 0, err
 		}
 		k.Period = settle.PeriodOfYYYYMM(period)
 		totals[k] = int64(calls)
 		stored += int(n)
 	}
-	return totals, next, stored, rows.Err()
+	return totals, mark, stored, rows.Err()
 }
 
-// Save writes the changed totals, then commits the checkpoint at next.
-func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggregate.Key]int64, next int64) error {
+// Save writes the changed totals, then commits the checkpoint at mark (openFrom: the oldest
+// month still open, zero when all are).
+func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggregate.Key]int64, mark aggregate.Mark, openFrom settle.Period) error {
+	next := mark.Next
 	token := fmt.Sprintf("agg-%s-%s-%d-%d", c.consumer, c.topic, partition, next)
 	if len(changed) > 0 {
 		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
@@ -72,8 +79,15 @@ func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggre
 			return fmt.Errorf("write checkpoint totals: %w", err)
 		}
 	}
-	if err := c.ch.Exec(ctx, "INSERT INTO aggregate_checkpoints (consumer, kafka_topic, kafka_partition, next_offset, keys, written_at) VALUES (?, ?, ?, ?, ?, ?)",
-		c.consumer, c.topic, int32(partition), next, uint32(len(changed)), time.Now().UTC()); err != nil {
+	var newest, from uint32
+	if !mark.Newest.IsZero() {
+		newest = mark.Newest.YYYYMM()
+	}
+	if !openFrom.IsZero() {
+		from = openFrom.YYYYMM()
+	}
+	if err := c.ch.Exec(ctx, "INSERT INTO aggregate_checkpoints (consumer, kafka_topic, kafka_partition, next_offset, keys, written_at, newest_period, open_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+		c.consumer, c.topic, int32(partition), next, uint32(len(changed)), time.Now().UTC(), newest, from); err != nil {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -11,6 +12,10 @@ import (
 	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
+
+// ErrClosedMonth: the aggregator keeps no running totals for the month any more (its figures are
+// the exact recount of usage_events, which bills use anyway).
+var ErrClosedMonth = errors.New("month closed in the running totals")
 
 // Difference is a (account, service) whose running total for the period differs from the exact
 // recount of usage_events.
@@ -24,6 +29,13 @@ type Difference struct {
 // the aggregator and the sink have caught up, or differences only say that one is behind.
 func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p settle.Period) ([]Difference, error) {
 	period := p.YYYYMM()
+	var openFrom uint32
+	if err := ch.QueryRow(ctx, "SELECT max(open_from) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ?", consumer, topic).Scan(&openFrom); err != nil {
+		return nil, fmt.Errorf("read open months: %w", err)
+	}
+	if openFrom != 0 && period < openFrom {
+		return nil, fmt.Errorf("%w: %s (running totals are kept from %s on)", ErrClosedMonth, p, settle.PeriodOfYYYYMM(openFrom))
+	}
 	running, err := sums(ctx, ch, `
 		SELECT account, service, toInt64(sum(calls)) FROM (
 			SELECT t.kafka_partition AS part, t.account AS account, t.service AS service, argMax(t.calls, t.next_offset) AS calls
@@ -62,6 +74,28 @@ func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p se
 
 type accountService struct{ account, service string }
 
+// recount is an account's exact usage of each service in a period, from usage_events (FINAL:
+// every identity once): the figures of a closed month.
+func recount(ctx context.Context, ch driver.Conn, account string, p settle.Period) (map[string]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := ch.Query(ctx, "SELECT service, toInt64(sum(calls)) FROM usage_events FINAL WHERE account = ? AND period = ? GROUP BY service", account, p.YYYYMM())
+	if err != nil {
+		return nil, fmt.Errorf("recount usage_events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
 // sums runs a query returning (account, service, calls) rows.
 func sums(ctx context.Context, ch driver.Conn, query string, args ...any) (map[accountService]int64, error) {
 	rows, err := ch.Query(ctx, query, args...)
@@ -97,6 +131,9 @@ func (w *Worker) ReconcileEvery(ctx context.Context, interval time.Duration, now
 		cur := settle.PeriodOf(now(), w.cfg.Location)
 		for _, p := range []settle.Period{cur.Prev(), cur} {
 			diffs, err := Reconcile(ctx, w.store.ch, w.cfg.Group, w.cfg.Topic, p)
+			if errors.Is(err, ErrClosedMonth) {
+				continue
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil

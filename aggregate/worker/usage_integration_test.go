@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -70,7 +71,9 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	testinfra.Produce(t, e.brokers, e.topic, usage)
 
 	startSink(t, e, ctx)
-	w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, CheckpointInterval: 100 * time.Millisecond,
+	// Two open months: records are received now (November 2026 or later), so September is
+	// closed: not folded, answered from the exact recount of usage_events.
+	w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 1000, OpenMonths: 2, CheckpointInterval: 100 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
 		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
@@ -120,6 +123,12 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	}
 	if code != http.StatusOK || fmt.Sprint(oct.Services) != fmt.Sprint(want) {
 		t.Fatalf("October: %d\n got %+v\nwant %+v", code, oct.Services, want)
+	}
+	if totals, _, closed := w.AccountUsage(acct, settle.Period{Year: 2026, Month: 9}); !closed || len(totals) != 0 {
+		t.Fatalf("September: running totals %v kept (closed %t)", totals, closed)
+	}
+	if _, err := worker.Reconcile(ctx, e.conn, e.group, e.topic, settle.Period{Year: 2026, Month: 9}); !errors.Is(err, worker.ErrClosedMonth) {
+		t.Fatalf("reconciling a closed month: %v", err)
 	}
 	// September is over: p1 had 15,000 calls left at its end (p2 and p3 start later).
 	_, sep := get("2026-09")

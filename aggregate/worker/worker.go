@@ -30,6 +30,8 @@ type Config struct {
 	Group       string
 	// Window is how many records back a retry is recognised.
 	Window int
+	// OpenMonths is how many billing months keep running totals (aggregate.PartitionConfig).
+	OpenMonths int
 	// CheckpointInterval is how often totals are checkpointed and published.
 	CheckpointInterval time.Duration
 	SessionTimeout     time.Duration
@@ -45,6 +47,9 @@ func (c Config) Validate() error {
 	}
 	if c.Window < 1 || c.CheckpointInterval <= 0 || c.SessionTimeout <= 0 {
 		errs = append(errs, errors.New("aggregate: window, checkpoint interval and session timeout must be positive"))
+	}
+	if c.OpenMonths < 0 {
+		errs = append(errs, errors.New("aggregate: open months must not be negative (0: keep every month)"))
 	}
 	if c.Location == nil || c.Services == nil {
 		errs = append(errs, errors.New("aggregate: billing location and service catalogue are required"))
@@ -92,12 +97,14 @@ func (w *Worker) reader(partition int) *kafka.Reader {
 }
 
 func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition int) error {
-	totals, next, stored, err := w.store.Load(ctx, partition)
+	totals, mark, stored, err := w.store.Load(ctx, partition)
 	if err != nil {
 		return err
 	}
-	cs := &checkpointState{sinceFull: stored - len(totals)}
-	p := aggregate.NewPartition(totals, next, w.cfg.Window, w.cfg.Location, w.cfg.Services)
+	next := mark.Next
+	cs := &checkpointState{sinceFull: stored - len(totals), saved: mark.Next}
+	p := aggregate.NewPartition(aggregate.PartitionConfig{Window: w.cfg.Window, OpenMonths: w.cfg.OpenMonths, Location: w.cfg.Location, Services: w.cfg.Services},
+		totals, mark)
 	if err := w.warm(ctx, p, partition, next); err != nil {
 		return err
 	}
@@ -226,23 +233,26 @@ const fullCheckpointFactor = 4
 type checkpointState struct {
 	sinceFull int   // rows written since the last full checkpoint
 	lastFull  int64 // offset of the last full checkpoint written by this owner (0: none)
+	saved     int64 // offset of the last checkpoint (retries, invalid records and closed months
+	// change no total but still move it, so the committed offset never lags the fold)
 }
 
 // pendingCheckpoint is the totals a checkpoint writes: those that changed, or every total (full).
 type pendingCheckpoint struct {
 	changed, rows map[aggregate.Key]int64
-	next          int64
+	mark          aggregate.Mark
+	openFrom      settle.Period
 	full          bool
 }
 
 // snapshot takes the totals changed since the last checkpoint (nil when none). Only the folding
 // goroutine calls it, so a full snapshot is of the same instant as the changes.
 func (w *Worker) snapshot(p *aggregate.Partition, cs *checkpointState) *pendingCheckpoint {
-	changed, next := p.TakeDirty()
-	if len(changed) == 0 {
-		return nil
+	changed, mark := p.TakeDirty()
+	if len(changed) == 0 && mark.Next == cs.saved {
+		return nil // nothing folded since: a checkpoint would say the same
 	}
-	cp := &pendingCheckpoint{changed: changed, rows: changed, next: next}
+	cp := &pendingCheckpoint{changed: changed, rows: changed, mark: mark, openFrom: p.OpenFrom()}
 	if cs.sinceFull+len(changed) > fullCheckpointFactor*p.Keys() {
 		cp.rows, cp.full = p.Totals(), true
 	}
@@ -253,11 +263,12 @@ func (w *Worker) snapshot(p *aggregate.Partition, cs *checkpointState) *pendingC
 // changed totals.
 func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.Partition, partition int, cp *pendingCheckpoint, cs *checkpointState) error {
 	start := time.Now()
-	if err := w.store.Save(ctx, partition, cp.rows, cp.next); err != nil {
+	if err := w.store.Save(ctx, partition, cp.rows, cp.mark, cp.openFrom); err != nil {
 		p.Restore(cp.changed)
 		return err
 	}
 	w.metrics.CheckpointSeconds.Observe(time.Since(start).Seconds())
+	cs.saved = cp.mark.Next
 	if cp.full {
 		// Rows before the previous full checkpoint, not this one: a loader that read the committed
 		// offset just before this commit still finds its rows.
@@ -267,12 +278,12 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 					"partition", partition, "err", err)
 			}
 		}
-		cs.sinceFull, cs.lastFull = 0, cp.next
+		cs.sinceFull, cs.lastFull = 0, cp.mark.Next
 		w.metrics.FullCheckpoints.Inc()
 	} else {
 		cs.sinceFull += len(cp.changed)
 	}
-	if w.totals != nil {
+	if w.totals != nil && len(cp.changed) > 0 {
 		msgs := make([]kafka.Message, 0, len(cp.changed))
 		for k, v := range cp.changed {
 			raw, _ := json.Marshal(TotalUpdate{Account: k.Account, Service: k.Service, Period: k.Period.String(), Calls: v})
@@ -282,20 +293,24 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 			w.log.Warn("aggregate: publishing totals failed (they are checkpointed; the next change republishes)", "err", err)
 		}
 	}
-	_ = gen.CommitOffsets(map[string]map[int]int64{w.cfg.Topic: {partition: cp.next}})
+	_ = gen.CommitOffsets(map[string]map[int]int64{w.cfg.Topic: {partition: cp.mark.Next}})
 	return nil
 }
 
 // AccountUsage returns an account's running totals for a period, by service, from the
-// partitions this instance folds; ok is false when none of them has the account's data ready.
-func (w *Worker) AccountUsage(account string, per settle.Period) (map[string]int64, bool) {
+// partitions this instance folds; ok is false when none of them has the account's data ready,
+// closed is true when the period is closed (no running totals kept: recount usage_events).
+func (w *Worker) AccountUsage(account string, per settle.Period) (totals map[string]int64, ok, closed bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := map[string]int64{}
 	for _, p := range w.parts {
+		if from := p.OpenFrom(); !from.IsZero() && per.Before(from) {
+			closed = true
+		}
 		for s, v := range p.Account(account, per) {
 			out[s] += v
 		}
 	}
-	return out, len(w.parts) > 0
+	return out, len(w.parts) > 0, closed
 }

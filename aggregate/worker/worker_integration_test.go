@@ -303,3 +303,29 @@ func TestCheckpointsKeepTheTotalsTableBounded(t *testing.T) {
 	}
 	t.Logf("%d total rows for %d keys after %d checkpoints, %v full ones", rows, keys, waves, testutil.ToFloat64(metrics.FullCheckpoints))
 }
+
+// Records that change no total (retries, invalid records, closed months) still move the
+// checkpoint: the committed offset reaches the end of the partition.
+func TestCheckpointsFollowRecordsThatChangeNothing(t *testing.T) {
+	e := setup(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	valid := `{"specversion":"1.0","id":"v1","source":"gw","type":"tally.usage.v1","time":"2026-10-15T10:00:00+08:00","data":{"account":"acme","service":"image-tagging","calls":3}}`
+	testinfra.Produce(t, e.brokers, e.topic, []kafka.Message{{Key: []byte("acme"), Value: []byte(valid)}})
+	w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 100, CheckpointInterval: 50 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = w.Run(ctx) }()
+	committed := "SELECT kafka_partition, max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? GROUP BY kafka_partition"
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, 1), 30*time.Second, committed, e.group)
+	var tail []kafka.Message
+	for range 5 {
+		tail = append(tail, kafka.Message{Key: []byte("acme"), Value: []byte(valid)}) // retries
+		tail = append(tail, kafka.Message{Key: []byte("acme"), Value: []byte("not an event")})
+	}
+	testinfra.Produce(t, e.brokers, e.topic, tail)
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, 1), 30*time.Second, committed, e.group)
+}

@@ -27,6 +27,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	kf, tf := rf.kafka, rf.topics
 	group := fs.String("group", "tally-aggregate", "Kafka consumer group of the aggregator instances")
 	window := fs.Int("dedup-window", 100_000, "records per partition within which a retried event id is dropped")
+	openMonths := fs.Int("open-months", 3, "billing months that keep running totals, the newest received one included (older ones: the exact recount of usage_events; 0: keep all)")
 	interval := fs.Duration("checkpoint-interval", time.Second, "how often totals are checkpointed and published")
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
@@ -39,7 +40,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	log := r.log
-	w, err := worker.New(worker.Config{Brokers: kf.list(), Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window,
+	w, err := worker.New(worker.Config{Brokers: kf.list(), Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window, OpenMonths: *openMonths,
 		CheckpointInterval: *interval, SessionTimeout: *session, Location: cfg.Location, Services: cfg.Catalogue}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
 		return err
