@@ -14,7 +14,7 @@ import (
 // way, so the answer, accepted or rejected with its reason, is always exactly ParseUsage's;
 // FuzzDecodeUsageMatchesParseUsage holds it to that.
 func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, error) {
-	if u, ok := fastUsage(raw, receivedAt, services); ok {
+	if u, _, ok := fastUsage(raw, receivedAt, services); ok {
 		return u, nil
 	}
 	ev, err := cloudevent.Decode(raw)
@@ -24,10 +24,19 @@ func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usa
 	return ParseUsage(ev, receivedAt, services)
 }
 
-// fastUsage returns ok only for a valid event in the common shape.
-func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, bool) {
+// DecodeLoggedUsage is the fast path for a usage line of a log being replayed: received at its
+// recordedat (else at its time). ok is false for anything but a valid usage event of the common
+// shape; decode those the general way (cloudevent.Decode, ParseUsage), which gives the reason.
+func DecodeLoggedUsage(raw []byte, services ServiceChecker) (u Usage, recordedAt time.Time, ok bool) {
+	return fastUsage(raw, time.Time{}, services)
+}
+
+// fastUsage returns ok only for a valid event in the common shape, received at receivedAt (zero:
+// at the event's recordedat, else its time, which it returns).
+func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, time.Time, bool) {
 	s := scanner{b: raw}
 	var id, typ, tm, account, service []byte
+	var recorded time.Time
 	var calls int64 = 1
 	seen := 0
 	const (
@@ -51,110 +60,120 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 		return true
 	}
 	if !s.byte('{') {
-		return Usage{}, false
+		return Usage{}, time.Time{}, false
 	}
 	for first := true; ; first = false {
 		if s.byte('}') {
 			break
 		}
 		if !first && !s.byte(',') {
-			return Usage{}, false
+			return Usage{}, time.Time{}, false
 		}
 		key, ok := s.str()
 		if !ok || !s.byte(':') {
-			return Usage{}, false
+			return Usage{}, time.Time{}, false
 		}
 		switch string(key) {
 		case "specversion":
 			v, ok := s.str()
 			if !ok || !once(fSpec) || string(v) != cloudevent.SpecVersion {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "id":
 			if id, ok = s.str(); !ok || !once(fID) {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "source":
 			if _, ok = s.str(); !ok || !once(fSource) {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "type":
 			if typ, ok = s.str(); !ok || !once(fType) {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "time":
 			if tm, ok = s.str(); !ok || !once(fTime) {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "datacontenttype":
 			v, ok := s.str()
 			if !ok || !once(fCT) || string(v) != "application/json" {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 		case "recordedat":
 			v, ok := s.str()
 			if !ok || !once(fRecorded) {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
-			if _, err := cloudevent.ParseTime(string(v)); err != nil {
-				return Usage{}, false
+			var err error
+			if recorded, err = cloudevent.ParseTime(string(v)); err != nil {
+				return Usage{}, time.Time{}, false
 			}
 		case "data":
 			if !once(fData) || !s.byte('{') {
-				return Usage{}, false
+				return Usage{}, time.Time{}, false
 			}
 			for dfirst := true; ; dfirst = false {
 				if s.byte('}') {
 					break
 				}
 				if !dfirst && !s.byte(',') {
-					return Usage{}, false
+					return Usage{}, time.Time{}, false
 				}
 				dkey, ok := s.str()
 				if !ok || !s.byte(':') {
-					return Usage{}, false
+					return Usage{}, time.Time{}, false
 				}
 				switch string(dkey) {
 				case "account":
 					if account, ok = s.str(); !ok || !once(fAccount) {
-						return Usage{}, false
+						return Usage{}, time.Time{}, false
 					}
 				case "service":
 					if service, ok = s.str(); !ok || !once(fService) {
-						return Usage{}, false
+						return Usage{}, time.Time{}, false
 					}
 				case "calls":
 					if calls, ok = s.smallInt(); !ok || !once(fCalls) {
-						return Usage{}, false
+						return Usage{}, time.Time{}, false
 					}
 				default:
-					return Usage{}, false
+					return Usage{}, time.Time{}, false
 				}
 			}
 		default:
-			return Usage{}, false
+			return Usage{}, time.Time{}, false
 		}
 	}
 	s.space()
 	if s.i != len(s.b) || seen&(fID|fType|fTime|fData|fAccount|fService) != fID|fType|fTime|fData|fAccount|fService {
-		return Usage{}, false
+		return Usage{}, time.Time{}, false
 	}
 	if len(id) == 0 || len(id) > 256 || string(typ) != UsageType || len(account) == 0 || len(service) == 0 || calls < 1 || calls > MaxCallsPerEvent {
-		return Usage{}, false
+		return Usage{}, time.Time{}, false
 	}
 	t, err := cloudevent.ParseTime(string(tm))
-	if err != nil || t.After(receivedAt.Add(MaxClockSkew)) {
-		return Usage{}, false
+	if err != nil {
+		return Usage{}, time.Time{}, false
+	}
+	if receivedAt.IsZero() {
+		receivedAt = recorded
+		if receivedAt.IsZero() {
+			receivedAt = t
+		}
+	}
+	if t.After(receivedAt.Add(MaxClockSkew)) {
+		return Usage{}, time.Time{}, false
 	}
 	a := string(account)
 	if ValidateAccount(a) != nil {
-		return Usage{}, false
+		return Usage{}, time.Time{}, false
 	}
 	svc := string(service)
 	if services.CheckService(svc, t) != nil {
-		return Usage{}, false
+		return Usage{}, time.Time{}, false
 	}
-	return Usage{ID: string(id), Account: a, Service: svc, Calls: calls, Time: t}, true
+	return Usage{ID: string(id), Account: a, Service: svc, Calls: calls, Time: t}, receivedAt, true
 }
 
 type scanner struct {

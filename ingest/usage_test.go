@@ -143,6 +143,22 @@ func FuzzDecodeUsageMatchesParseUsage(f *testing.F) {
 		if ferr == nil && (fast.ID != slow.ID || fast.Account != slow.Account || fast.Service != slow.Service || fast.Calls != slow.Calls || !fast.Time.Equal(slow.Time)) {
 			t.Fatalf("fast %+v; reflective %+v; input %q", fast, slow, raw)
 		}
+		// A replayed log line: received at its recordedat, else at its time.
+		if logged, recorded, ok := DecodeLoggedUsage(raw, catalogue{}); ok {
+			ev, err := cloudevent.Decode(raw)
+			if err != nil {
+				t.Fatalf("fast accepted a line the reflective decoder refuses (%v): %q", err, raw)
+			}
+			want := ev.RecordedAt
+			if want.IsZero() {
+				want = ev.Time
+			}
+			slow, err := ParseUsage(ev, want, catalogue{})
+			if err != nil || !recorded.Equal(want) || logged.ID != slow.ID || logged.Account != slow.Account || logged.Service != slow.Service ||
+				logged.Calls != slow.Calls || !logged.Time.Equal(slow.Time) {
+				t.Fatalf("logged fast %+v at %v; reflective %+v at %v (%v); input %q", logged, recorded, slow, want, err, raw)
+			}
+		}
 	})
 }
 
