@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	aggworker "github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
@@ -147,6 +149,9 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	printBilling(out, events)
+	if err := printUsage(ctx, out, "http://127.0.0.1:18081", []string{"acme", "globex", "initech", "umbrella"}, m1); err != nil {
+		return err
+	}
 
 	// The same log, replayed offline, must give the same events.
 	chcfg.Database = db
@@ -407,3 +412,32 @@ func printBilling(out interface{ Write([]byte) (int, error) }, events []billingE
 }
 
 func decimalOne() decimal.Decimal { return decimal.NewFromInt(1) }
+
+// printUsage shows what the usage API says of a month: the running totals priced as the bill
+// prices them (late calls and prepaid packs included).
+func printUsage(ctx context.Context, out io.Writer, api string, accounts []string, p period) error {
+	fmt.Fprintf(out, "\nUsage API, %s (GET /v1/accounts/{account}/usage?period=%s)\n", p, p)
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "account\tservice\tcalls\tfree left\tprepaid\tprepaid left\ttier\tunit\tamount so far\t")
+	client := http.Client{Timeout: 10 * time.Second}
+	for _, a := range accounts {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/v1/accounts/"+a+"/usage?period="+p.String(), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("usage API: %w", err)
+		}
+		var u aggworker.UsageResponse
+		err = json.NewDecoder(resp.Body).Decode(&u)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("usage API answered %d for %s (%v)", resp.StatusCode, a, err)
+		}
+		for _, s := range u.Services {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", a, s.Service, s.Calls, s.FreeCallsLeft, s.PrepaidCalls, s.PrepaidCallsLeft, s.Tier, s.UnitPrice, s.AmountSoFar)
+		}
+	}
+	return w.Flush()
+}
