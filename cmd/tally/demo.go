@@ -111,7 +111,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	start("ingest", runIngest, "--http-addr", "127.0.0.1:18080", "--admin-addr", "127.0.0.1:19101")
 	start("sink", runSink, append(ch, "--group", "demo-"+id+"-sink", "--flush-interval", "100ms", "--admin-addr", "127.0.0.1:19102")...)
 	start("aggregate", runAggregate, append(ch, "--group", "demo-"+id+"-agg", "--api-addr", "127.0.0.1:18081", "--admin-addr", "127.0.0.1:19103")...)
-	start("settle", runSettle, append(ch, "--sink-group", "demo-"+id+"-sink", "--grace", "1h", "--poll-interval", "50ms", "--admin-addr", "127.0.0.1:19104")...)
+	start("settle", runSettle, append(ch, "--sink-group", "demo-"+id+"-sink", "--leader-group", "demo-"+id+"-settle", "--grace", "1h", "--poll-interval", "50ms", "--admin-addr", "127.0.0.1:19104")...)
 	start("ledger-example", runLedgerExample, "--balances", "initech=50", "--ledger-addr", "127.0.0.1:18082", "--ledger-admin-addr", "127.0.0.1:19105")
 	defer func() { cancel(); wg.Wait() }()
 	time.Sleep(2 * time.Second)

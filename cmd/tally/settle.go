@@ -26,6 +26,8 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	grace := fs.Duration("grace", 2*time.Hour, "settle month M this long after the first instant of M+1")
 	sinkGroup := fs.String("sink-group", "tally-sink", "the sink's consumer group, whose progress says all usage is in ClickHouse")
 	poll := fs.Duration("poll-interval", 500*time.Millisecond, "how often to look for inputs and due settlements when idle")
+	leaderGroup := fs.String("leader-group", "tally-settle", "consumer group on the journal topic electing the one instance that settles (others stand by); empty: no election, for a single instance you are sure of")
+	session := fs.Duration("session-timeout", 10*time.Second, "with --leader-group: how soon a standby takes over from a leader that died")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
@@ -34,14 +36,25 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	log := r.log
-	w, err := worker.New(worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
+	wcfg := worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
 		BillingTopic: *tf.billing, StatusTopic: *tf.status, JournalTopic: *tf.journal, SinkGroup: *sinkGroup,
-		Billing: cfg, Grace: *grace, Clock: env.clock(), PollInterval: *poll}, conn, log, worker.NewMetrics(r.registry))
+		Billing: cfg, Grace: *grace, Clock: env.clock(), PollInterval: *poll}
+	metrics := worker.NewMetrics(r.registry)
+	if *leaderGroup == "" {
+		w, err := worker.New(wcfg, conn, log, metrics)
+		if err != nil {
+			return err
+		}
+		r.admin.AddCheck("settlement", w.Ready)
+		r.run(w.Run)
+		return r.wait()
+	}
+	e, err := worker.NewElected(wcfg, conn, log, metrics, *leaderGroup, *session)
 	if err != nil {
 		return err
 	}
-	r.admin.AddCheck("settlement", w.Ready)
-	r.run(w.Run)
+	r.admin.AddCheck("settlement", e.Ready)
+	r.run(e.Run)
 	return r.wait()
 }
 

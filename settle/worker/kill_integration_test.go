@@ -84,7 +84,7 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
-			"--sink-group", e.sinkGroup, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
+			"--sink-group", e.sinkGroup, "--leader-group", e.sinkGroup+"-settle", "--session-timeout", "6s", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
 			"--grace", "1h", "--poll-interval", "20ms", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
 		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
 		cmd.Stderr = os.Stderr

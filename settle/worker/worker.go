@@ -70,6 +70,7 @@ type Metrics struct {
 	SnapshotsSaved  prometheus.Counter
 	RecoveryOffset  prometheus.Gauge
 	RecoveryEntries prometheus.Gauge
+	Leading         prometheus.Gauge // 1 while this instance holds the journal (Elected)
 }
 
 // NewMetrics registers the worker's metrics.
@@ -86,7 +87,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.RecoveryOffset = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_journal_offset",
 		Help: "Journal offset the last start replayed from: after the latest snapshot, or 0 (the whole journal)."})
 	m.RecoveryEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_log_entries", Help: "Log entries (journal and usage) the last start replayed."})
-	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue, m.SnapshotsSaved, m.RecoveryOffset, m.RecoveryEntries)
+	m.Leading = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_leading", Help: "1 while this instance holds the journal and settles; 0 on a standby."})
+	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue, m.SnapshotsSaved, m.RecoveryOffset, m.RecoveryEntries, m.Leading)
 	return m
 }
 

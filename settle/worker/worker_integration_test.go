@@ -302,3 +302,86 @@ func TestWorkerDownOnDayOneSettlesOnDayTwo(t *testing.T) {
 	cancel2()
 	<-done
 }
+
+// Two instances in one election: only the one holding the journal settles; when it stops, the
+// standby recovers and goes on, and the billing topic is still exactly the replay of the log.
+func TestStandbyTakesOverFromTheLeader(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.startSink(t, ctx)
+	e.clock.Set("2026-10-01T08:00:00+08:00")
+	group := testinfra.UniqueName(t, "leader")
+	type instance struct {
+		elected *worker.Elected
+		metrics *worker.Metrics
+		stop    context.CancelFunc
+		done    chan error
+	}
+	start := func() *instance {
+		metrics := worker.NewMetrics(prometheus.NewRegistry())
+		el, err := worker.NewElected(worker.Config{Brokers: e.brokers, UsageTopic: e.usage, AccountsTopic: e.accounts, LedgerTopic: e.ledger,
+			BillingTopic: e.billing, StatusTopic: e.status, JournalTopic: e.journal, SinkGroup: e.sinkGroup, Billing: billingConfig(),
+			Grace: time.Hour, Clock: e.clock.Now, PollInterval: 50 * time.Millisecond}, e.conn, discard(), metrics, group, 6*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ictx, stop := context.WithCancel(ctx)
+		in := &instance{elected: el, metrics: metrics, stop: stop, done: make(chan error, 1)}
+		go func() { in.done <- el.Run(ictx) }()
+		return in
+	}
+	leading := func(in *instance) bool { return testutil.ToFloat64(in.metrics.Leading) == 1 }
+	a, b := start(), start()
+	deadline := time.Now().Add(60 * time.Second)
+	for !leading(a) && !leading(b) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if leading(a) == leading(b) {
+		t.Fatalf("leading: a %t, b %t; want exactly one", leading(a), leading(b))
+	}
+	leader, standby := a, b
+	if leading(b) {
+		leader, standby = b, a
+	}
+	e.send(t, e.accounts, "acme", settle.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
+	e.usageCall(t, "u1", "acme", "image-tagging", 600_000, "2026-10-03T10:00:00+08:00", "2026-10-03T10:00:01+08:00")
+	time.Sleep(time.Second)
+	e.clock.Set("2026-11-01T01:00:00+08:00") // October settles, on the leader
+	e.billingLines(t, 2)
+	if leading(standby) {
+		t.Fatal("the standby leads too")
+	}
+
+	leader.stop()
+	if err := <-leader.done; err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for !leading(standby) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !leading(standby) {
+		t.Fatal("the standby never took over")
+	}
+	e.send(t, e.ledger, "acme", settle.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"acme","hold_id":"hold:acme:2026-11"}`)
+	e.usageCall(t, "u2", "acme", "image-tagging", 1_000, "2026-11-10T10:00:00+08:00", "2026-11-10T10:00:01+08:00")
+	time.Sleep(time.Second)
+	e.clock.Set("2026-12-01T01:00:01+08:00") // November settles, on the former standby
+	got := e.billingLinesUntil(t, func(lines []string) bool {
+		return strings.Contains(strings.Join(lines, "\n"), "bill:acme:2026-11")
+	})
+	standby.stop()
+	<-standby.done
+	journalledOnce(t, e)
+	want := replayExport(t, e)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(strings.Join(got, "\n"), "tally.account.suspended.v1:hold:acme:2026-11") {
+		t.Fatalf("the new leader did not act on the ledger's reply:\n%s", strings.Join(got, "\n"))
+	}
+	if from := testutil.ToFloat64(standby.metrics.RecoveryOffset); from < 2 {
+		t.Fatalf("the new leader replayed the journal from offset %v, not from the snapshot", from)
+	}
+}
