@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
@@ -42,19 +41,18 @@ func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(l
 		return nil
 	}
 	rangeCond := strings.Join(inRange, " OR ")
-	firstInRange := strings.NewReplacer("kafka_partition", "fc.4", "kafka_offset", "fc.5").Replace(rangeCond)
-	// The months the range touches are grouped by identity whole (in sorting-key order, so
-	// streaming): the first copy may lie before the range, and then the range's copy is a retry.
-	query := `SELECT id, account, service, fc.1, fc.2, fc.3, fc.4, fc.5 FROM (
-			SELECT account, service, period, id,
-				argMin((event_time, calls, received_at, kafka_partition, kafka_offset), (received_at, kafka_partition, kafka_offset)) AS fc
+	// The months the range touches, in receive order, each identity's first row kept (LIMIT 1
+	// BY): the first copy may lie before the range, and then the range's copy is a retry.
+	// (As fast as reading the range alone; a GROUP BY with argMin was four times slower.)
+	query := `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset FROM (
+			SELECT id, account, service, period, event_time, calls, received_at, kafka_partition, kafka_offset
 			FROM usage_events
 			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE ` + rangeCond + `) AND (` + strings.Join(below, " OR ") + `)
-			GROUP BY account, service, period, id)
-		WHERE ` + firstInRange + `
-		ORDER BY fc.3, fc.4, fc.5`
+			ORDER BY received_at, kafka_partition, kafka_offset
+			LIMIT 1 BY account, service, period, id)
+		WHERE ` + rangeCond + `
+		ORDER BY received_at, kafka_partition, kafka_offset`
 	args := append(append(append([]any{}, rangeArgs...), belowArgs...), rangeArgs...)
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"optimize_aggregation_in_order": 1}))
 	rows, err := ch.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
