@@ -81,3 +81,42 @@ func TestUsageLinesPassFirstCopiesOnly(t *testing.T) {
 		t.Fatalf("second range after merging: %s, want %s", got, want)
 	}
 }
+
+// The snapshot store gives back the latest snapshot whole and keeps only the latest two.
+func TestSnapshotStoreKeepsTheLatestTwo(t *testing.T) {
+	conn, cfg := testinfra.ClickHouse(t, clickhouse.HTTP)
+	ctx := context.Background()
+	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	store := &snapshotStore{ch: conn, topic: "journal"}
+	other := &snapshotStore{ch: conn, topic: "another-journal"}
+	if meta, _, err := store.latest(ctx); err != nil || meta != nil {
+		t.Fatalf("empty store: %v, %v", meta, err)
+	}
+	if _, err := other.save(ctx, snapshotMeta{JournalOffset: 1}, func(w io.Writer) error { _, err := w.Write([]byte("other")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		meta := snapshotMeta{JournalOffset: int64(10 * (i + 1)), Fed: Offsets{0: int64(i)}, Next: map[string]int64{"accounts/0": int64(i)}, Billing: map[int]int64{0: int64(i)}}
+		state := strings.Repeat(fmt.Sprintf("state %d ", i), 1000)
+		if _, err := store.save(ctx, meta, func(w io.Writer) error { _, err := io.WriteString(w, state); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meta, state, err := store.latest(ctx)
+	if err != nil || meta == nil {
+		t.Fatalf("latest: %v, %v", meta, err)
+	}
+	body, err := io.ReadAll(state)
+	if err != nil || meta.JournalOffset != 40 || meta.Fed[0] != 3 || meta.Next["accounts/0"] != 3 || meta.Billing[0] != 3 || string(body) != strings.Repeat("state 3 ", 1000) {
+		t.Fatalf("latest: %+v, %d bytes, %v", meta, len(body), err)
+	}
+	var kept, others uint64
+	if err := conn.QueryRow(ctx, "SELECT countIf(journal_topic = 'journal'), countIf(journal_topic = 'another-journal') FROM settle_snapshots").Scan(&kept, &others); err != nil {
+		t.Fatal(err)
+	}
+	if kept != 2 || others != 1 {
+		t.Fatalf("%d snapshots kept (want the latest 2), %d of another journal (want 1)", kept, others)
+	}
+}
