@@ -1,5 +1,7 @@
 package worker
 
+// Integration tests of the worker's ClickHouse adapters: the usage it reads, the snapshots it keeps.
+
 import (
 	"context"
 	"fmt"
