@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -209,4 +210,88 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Two `tally settle` processes in one election: the leader settles October and is killed with
+// SIGKILL; the standby takes over once the leader's session expires, acts on the ledger's reply
+// to the hold, and the billing topic is still exactly the replay of the log, nothing twice.
+func TestStandbyTakesOverFromAKilledLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a Kafka session")
+	}
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.startSink(t, ctx)
+	bin := testinfra.BuildTally(t, "../..")
+	// Virtual time from 2026-10-31 23:58 at 60×: October's usage is received at once, and with a
+	// one-minute grace October settles about three seconds in.
+	v0 := at("2026-10-31T23:58:00+08:00")
+	r0 := time.Now()
+	now := func() time.Time { return v0.Add(time.Since(r0) * 60) }
+	spec := fmt.Sprintf("virtual=%s,real=%d,speed=60", v0.Format(time.RFC3339), r0.UnixMilli())
+	group := testinfra.UniqueName(t, "leader")
+	start := func() (*exec.Cmd, string) {
+		admin := freeAddr(t)
+		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
+			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
+			"--sink-group", e.sinkGroup, "--leader-group", group, "--session-timeout", "6s", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(),
+			"--clickhouse-database", e.db, "--grace", "1m", "--poll-interval", "20ms", "--admin-addr", admin, "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+		return cmd, admin
+	}
+	leading := func(admin string) bool {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), "\ntally_settle_leading 1\n")
+	}
+	waitFor := func(what string, ok func() bool) {
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	e.usageCall(t, "u1", "acme", "image-tagging", 600_000, "2026-10-20T10:00:00+08:00", now().Format(time.RFC3339Nano))
+	a, aAdmin := start()
+	b, bAdmin := start()
+	if oct := e.billingLinesUntil(t, func(lines []string) bool { return strings.Contains(strings.Join(lines, "\n"), "bill:acme:2026-10") }); len(oct) == 0 {
+		t.Fatal("October was not settled")
+	}
+	// Exactly one leads (the second one's joining may have moved the lease: either is fine).
+	waitFor("exactly one leader", func() bool { return leading(aAdmin) != leading(bAdmin) })
+	leader, standbyAdmin := a, bAdmin
+	if leading(bAdmin) {
+		leader, standbyAdmin = b, aAdmin
+	}
+	_ = leader.Process.Signal(syscall.SIGKILL)
+	_ = leader.Wait()
+	testinfra.Produce(t, e.brokers, e.ledger, []kafka.Message{{Key: []byte("acme"), Time: now(), Value: []byte(fmt.Sprintf(
+		`{"specversion":"1.0","id":"hf-1","source":"ledger","type":%q,"time":%q,"data":{"account":"acme","hold_id":"hold:acme:2026-11"}}`,
+		settle.HoldFailedType, now().Format(time.RFC3339Nano)))}})
+	waitFor("the standby to take over", func() bool { return leading(standbyAdmin) })
+	e.billingLinesUntil(t, func(lines []string) bool {
+		return strings.Contains(strings.Join(lines, "\n"), "tally.account.suspended.v1:hold:acme:2026-11")
+	})
+	time.Sleep(time.Second) // nothing more may follow
+	got := e.billingLinesUntil(t, func([]string) bool { return true })
+	journalledOnce(t, e)
+	if want := replayExportWith(t, e, time.Minute); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(strings.Join(got, "\n"), "tally.account.suspended.v1:hold:acme:2026-11") {
+		t.Fatalf("the new leader did not act on the ledger's reply:\n%s", strings.Join(got, "\n"))
+	}
 }

@@ -170,12 +170,18 @@ func journalledOnce(t *testing.T, e *env) {
 
 func replayExport(t *testing.T, e *env) []string {
 	t.Helper()
+	return replayExportWith(t, e, time.Hour)
+}
+
+// replayExportWith replays the exported log with the workers' grace.
+func replayExportWith(t *testing.T, e *env, grace time.Duration) []string {
+	t.Helper()
 	var log bytes.Buffer
 	if _, err := worker.Export(context.Background(), e.brokers, e.journal, e.conn, &log); err != nil {
 		t.Fatal(err)
 	}
 	var out, rej bytes.Buffer
-	if _, err := settle.Replay(&log, &out, &rej, billingConfig(), settle.ReplayOptions{Grace: time.Hour}); err != nil {
+	if _, err := settle.Replay(&log, &out, &rej, billingConfig(), settle.ReplayOptions{Grace: grace}); err != nil {
 		t.Fatal(err)
 	}
 	if rej.Len() > 0 {
