@@ -41,7 +41,9 @@ type env struct {
 func setup(t *testing.T, partitions int) *env {
 	t.Helper()
 	brokers, topic := testinfra.Topic(t, partitions, nil)
-	conn, cfg := testinfra.ClickHouse(t, clickhouse.Native)
+	// Over HTTP, as the roles talk to ClickHouse: the local chDB engine aborts when a native
+	// client dies mid-query, which stopping an in-process worker can do.
+	conn, cfg := testinfra.ClickHouse(t, clickhouse.HTTP)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {

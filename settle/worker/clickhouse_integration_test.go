@@ -22,7 +22,7 @@ import (
 // usageLines passes on each identity's first copy once, in receive order, whether the retry is
 // in the same range or a later one, and whether or not ClickHouse has merged it away yet.
 func TestUsageLinesPassFirstCopiesOnly(t *testing.T) {
-	conn, cfg := testinfra.ClickHouse(t, clickhouse.Native)
+	conn, cfg := testinfra.ClickHouse(t, clickhouse.HTTP)
 	ctx := context.Background()
 	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
