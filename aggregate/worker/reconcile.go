@@ -79,21 +79,15 @@ type accountService struct{ account, service string }
 func recount(ctx context.Context, ch driver.Conn, account string, p settle.Period) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := ch.Query(ctx, "SELECT service, toInt64(sum(calls)) FROM usage_events FINAL WHERE account = ? AND period = ? GROUP BY service", account, p.YYYYMM())
+	exact, err := sums(ctx, ch, "SELECT account, service, toInt64(sum(calls)) FROM usage_events FINAL WHERE account = ? AND period = ? GROUP BY account, service", account, p.YYYYMM())
 	if err != nil {
 		return nil, fmt.Errorf("recount usage_events: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var s string
-		var n int64
-		if err := rows.Scan(&s, &n); err != nil {
-			return nil, err
-		}
-		out[s] = n
+	out := make(map[string]int64, len(exact))
+	for k, v := range exact {
+		out[k.service] = v
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // sums runs a query returning (account, service, calls) rows.

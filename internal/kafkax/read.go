@@ -39,17 +39,8 @@ func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.
 	if err != nil {
 		return err
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	for _, p := range parts {
-		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
-		if err != nil {
-			return fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
-		}
-		first, end := resp.Topics[topic][0].FirstOffset, resp.Topics[topic][0].LastOffset
-		if end <= first {
-			continue
-		}
-		if err := readRange(ctx, brokers, topic, p, first, end, fn); err != nil {
+		if err := ReadPartitionFrom(ctx, brokers, topic, p, 0, fn); err != nil {
 			return err
 		}
 	}

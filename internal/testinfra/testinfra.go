@@ -153,18 +153,17 @@ func EndOffsets(t testing.TB, brokers []string, topic string, partitions int) ma
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var offs []kafka.OffsetRequest
-	for p := range partitions {
-		offs = append(offs, kafka.LastOffsetOf(p))
-	}
-	resp, err := (&kafka.Client{Addr: kafka.TCP(brokers...)}).ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: offs}})
+	ends, err := kafkax.EndOffsets(ctx, brokers, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(ends) != partitions {
+		t.Fatalf("%s has %d partitions, want %d", topic, len(ends), partitions)
+	}
 	out := map[int32]int64{}
-	for _, po := range resp.Topics[topic] {
-		if po.LastOffset > 0 {
-			out[int32(po.Partition)] = po.LastOffset
+	for p, o := range ends {
+		if o > 0 {
+			out[int32(p)] = o
 		}
 	}
 	return out

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/kafkax"
@@ -30,7 +29,6 @@ type Elected struct {
 	metrics        *Metrics
 	group          string
 	sessionTimeout time.Duration
-	leading        prometheus.Gauge
 
 	mu      sync.Mutex
 	current *Worker // nil while a standby
@@ -41,7 +39,7 @@ func NewElected(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Elected{cfg: cfg, ch: ch, log: log, metrics: metrics, group: group, sessionTimeout: sessionTimeout, leading: metrics.Leading}, nil
+	return &Elected{cfg: cfg, ch: ch, log: log, metrics: metrics, group: group, sessionTimeout: sessionTimeout}, nil
 }
 
 // Run takes part in the election until ctx ends, settling while it leads.
@@ -67,9 +65,9 @@ func (e *Elected) set(w *Worker) {
 	e.current = w
 	e.mu.Unlock()
 	if w != nil {
-		e.leading.Set(1)
+		e.metrics.Leading.Set(1)
 	} else {
-		e.leading.Set(0)
+		e.metrics.Leading.Set(0)
 	}
 }
 

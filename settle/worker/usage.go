@@ -122,22 +122,21 @@ func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic,
 		return nil, "", err
 	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	var atS, ends []kafka.OffsetRequest
+	var atS []kafka.OffsetRequest
 	for _, p := range parts {
 		atS = append(atS, kafka.TimeOffsetOf(p, s))
-		ends = append(ends, kafka.LastOffsetOf(p))
 	}
 	byTime, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: atS}})
 	if err != nil {
 		return nil, "", fmt.Errorf("offsets of %s at %s: %w", topic, s.Format(time.RFC3339), err)
 	}
-	last, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: ends}})
+	last, err := kafkax.EndOffsets(ctx, brokers, topic)
 	if err != nil {
-		return nil, "", fmt.Errorf("end offsets of %s: %w", topic, err)
+		return nil, "", err
 	}
 	need := Offsets{}
-	for _, po := range last.Topics[topic] {
-		need[int32(po.Partition)] = po.LastOffset
+	for p, o := range last {
+		need[int32(p)] = o
 	}
 	for _, po := range byTime.Topics[topic] {
 		for off := range po.Offsets {

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -246,22 +247,16 @@ func (w *Worker) restore(ctx context.Context) (int64, Offsets, map[int]int64, er
 		return 0, Offsets{}, nil, nil
 	}
 	w.rep, w.lastTick, w.clock, w.first = rep, meta.Tick, meta.Clock, meta.First
-	w.fed = Offsets{}
-	for p, o := range meta.Fed {
-		w.fed[p] = o
+	w.fed = maps.Clone(meta.Fed)
+	if w.fed == nil {
+		w.fed = Offsets{}
 	}
-	for src, o := range meta.Next {
-		w.next[src] = o
-	}
+	maps.Copy(w.next, meta.Next)
 	if s := rep.Engine().Settled(); !s.IsZero() {
 		telemetry.SetInt(w.metrics.Settled, int64(s.YYYYMM()))
 	}
 	w.log.Info("settle: restored the snapshot", "journal_offset", meta.JournalOffset, "settlement", meta.Tick)
-	covered := Offsets{}
-	for p, o := range meta.Fed {
-		covered[p] = o
-	}
-	return meta.JournalOffset + 1, covered, meta.Billing, nil
+	return meta.JournalOffset + 1, maps.Clone(w.fed), meta.Billing, nil
 }
 
 // takeSnapshot saves the state, which holds the journal up to its last record (a settlement's
@@ -269,20 +264,27 @@ func (w *Worker) restore(ctx context.Context) (int64, Offsets, map[int]int64, er
 // A failure costs only restart time, so it is logged, not returned.
 func (w *Worker) takeSnapshot(ctx context.Context) {
 	start := time.Now()
-	journalEnd, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.JournalTopic)
-	if err == nil {
-		var billing map[int]int64
-		if billing, err = kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.BillingTopic); err == nil {
-			meta := snapshotMeta{JournalOffset: journalEnd[0] - 1, Tick: w.lastTick, Clock: w.clock, First: w.first, Fed: w.fed, Next: w.next, Billing: billing}
-			var size int
-			if size, err = w.snapshots.save(ctx, meta, w.rep.Snapshot); err == nil || errors.Is(err, errOlderSnapshotsKept) {
-				w.metrics.SnapshotsSaved.Inc()
-				w.log.Info("settle: snapshot saved", "journal_offset", meta.JournalOffset, "bytes", size, "seconds", time.Since(start).Seconds(), "warning", err)
-				return
-			}
-		}
+	size, journalOffset, err := w.saveSnapshot(ctx)
+	if err != nil && !errors.Is(err, errOlderSnapshotsKept) {
+		w.log.Warn("settle: saving a snapshot failed (a restart replays more of the journal)", "err", err)
+		return
 	}
-	w.log.Warn("settle: saving a snapshot failed (a restart replays more of the journal)", "err", err)
+	w.metrics.SnapshotsSaved.Inc()
+	w.log.Info("settle: snapshot saved", "journal_offset", journalOffset, "bytes", size, "seconds", time.Since(start).Seconds(), "warning", err)
+}
+
+func (w *Worker) saveSnapshot(ctx context.Context) (size int, journalOffset int64, err error) {
+	journalEnd, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.JournalTopic)
+	if err != nil {
+		return 0, 0, err
+	}
+	billing, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.BillingTopic)
+	if err != nil {
+		return 0, 0, err
+	}
+	meta := snapshotMeta{JournalOffset: journalEnd[0] - 1, Tick: w.lastTick, Clock: w.clock, First: w.first, Fed: w.fed, Next: w.next, Billing: billing}
+	size, err = w.snapshots.save(ctx, meta, w.rep.Snapshot)
+	return size, meta.JournalOffset, err
 }
 
 func (w *Worker) live(ctx context.Context) error {
