@@ -102,15 +102,17 @@ type Worker struct {
 
 	rep       *settle.Replayer
 	snapshots *snapshotStore
-	emitted   map[string]bool
-	billing   *kafka.Writer
-	status    *kafka.Writer
-	journal   *kafka.Writer
-	clock     time.Time        // the journal's clock: the largest recordedat written
-	first     time.Time        // the first journalled input's recordedat
-	lastTick  time.Time        // the last settlement instant
-	fed       Offsets          // usage offsets fed to the engine so far (what the last tick covered)
-	next      map[string]int64 // "topic/partition" → next offset to consume
+	// emitted holds the ids on the billing topic since the snapshot recovery started from, while
+	// recovering; nil afterwards (a running engine never emits an id twice).
+	emitted  map[string]bool
+	out      *Emitter
+	ctx      context.Context // Run's: the engine's emit callback takes none
+	journal  *kafka.Writer
+	clock    time.Time        // the journal's clock: the largest recordedat written
+	first    time.Time        // the first journalled input's recordedat
+	lastTick time.Time        // the last settlement instant
+	fed      Offsets          // usage offsets fed to the engine so far (what the last tick covered)
+	next     map[string]int64 // "topic/partition" → next offset to consume
 
 	mu   sync.Mutex
 	late bool // a settlement is past day 3
@@ -122,11 +124,15 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 		return nil, err
 	}
 	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{},
-		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}}
-	writer := func(topic string) *kafka.Writer {
-		return &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}, ctx: context.Background(),
+		journal: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.JournalTopic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}}
+	out, err := NewEmitter(DefaultEmitterConfig(cfg.Brokers, cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
+		metrics.Emitted.WithLabelValues(typ).Add(float64(n))
+	})
+	if err != nil {
+		return nil, err
 	}
-	w.billing, w.status, w.journal = writer(cfg.BillingTopic), writer(cfg.StatusTopic), writer(cfg.JournalTopic)
+	w.out = out
 	rep, err := settle.NewReplayer(cfg.Billing, replayOptions(cfg.Grace), w.emit)
 	if err != nil {
 		return nil, err
@@ -135,31 +141,13 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	return w, nil
 }
 
-// emit writes an event the engine emitted, unless the billing topic has it already (a restart
-// re-derives every event; ids are deterministic). Status changes go to the compacted status
-// topic first, so the billing topic never says more than the status topic.
+// emit hands an event the engine emitted to the emitter, unless the billing topic has it already
+// (a restart re-derives every event since its snapshot; ids are deterministic).
 func (w *Worker) emit(o cloudevent.Out) error {
 	if w.emitted[o.ID] {
 		return nil
 	}
-	raw, err := json.Marshal(o)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	key := []byte(o.Subject)
-	if o.Type == settle.AccountSuspendedType || o.Type == settle.AccountResumedType {
-		if err := w.status.WriteMessages(ctx, kafka.Message{Key: key, Value: raw}); err != nil {
-			return fmt.Errorf("write account status: %w", err)
-		}
-	}
-	if err := w.billing.WriteMessages(ctx, kafka.Message{Key: key, Value: raw}); err != nil {
-		return fmt.Errorf("write %s: %w", o.ID, err)
-	}
-	w.emitted[o.ID] = true
-	w.metrics.Emitted.WithLabelValues(o.Type).Inc()
-	return nil
+	return w.out.Add(w.ctx, o)
 }
 
 // line applies one log line; a line the billing core rejects is logged and skipped (it changes
@@ -182,9 +170,17 @@ func (w *Worker) line(raw []byte) error {
 // Run recovers from the latest snapshot and the journal after it (or the whole journal), then
 // settles live until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	defer w.billing.Close()
-	defer w.status.Close()
+	defer w.out.Close()
 	defer w.journal.Close()
+	w.ctx = ctx
+	err := w.run(ctx)
+	if ctx.Err() != nil {
+		return nil // shutdown: whatever was not written is re-derived at the next start
+	}
+	return err
+}
+
+func (w *Worker) run(ctx context.Context) error {
 	from, covered, billingFrom, err := w.restore(ctx)
 	if err != nil {
 		return err
@@ -224,10 +220,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("recover from the journal: %w", err)
 	}
+	if err := w.out.Flush(ctx); err != nil {
+		return err
+	}
 	telemetry.SetInt(w.metrics.RecoveryOffset, from)
 	telemetry.SetInt(w.metrics.RecoveryEntries, int64(n))
 	w.log.Info("settle: recovered", "from_journal_offset", from, "log_entries_replayed", n, "events_emitted_since_snapshot", len(w.emitted),
 		"last_settled", w.rep.Engine().Settled().String(), "clock", w.clock)
+	w.emitted = nil
 	if ticks > 0 { // settlements the latest snapshot does not hold: save one, so the next restart is short
 		w.takeSnapshot(ctx)
 	}
@@ -359,6 +359,10 @@ func (w *Worker) live(ctx context.Context) error {
 				return err
 			}
 		}
+		// A ledger reply or an account change may have emitted (a suspension, a resumption).
+		if err := w.out.Flush(ctx); err != nil {
+			return err
+		}
 		if got == 0 {
 			sleep(ctx, w.cfg.PollInterval)
 		}
@@ -433,7 +437,15 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 	}
 	w.lastTick, w.clock, w.fed = s, s, covered
 	w.log.Info("settle: settlement instant", "instant", s, "usage_offsets", covered)
-	return w.line(tick)
+	start := time.Now()
+	if err := w.line(tick); err != nil {
+		return err
+	}
+	if err := w.out.Flush(ctx); err != nil { // the snapshot's billing offsets must include them
+		return err
+	}
+	w.log.Info("settle: settlement emitted", "instant", s, "seconds", time.Since(start).Seconds())
+	return nil
 }
 
 func tickLine(s time.Time, loc *time.Location, covered Offsets) ([]byte, error) {
