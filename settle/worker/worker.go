@@ -106,8 +106,8 @@ type Worker struct {
 	// recovering; nil afterwards (a running engine never emits an id twice).
 	emitted  map[string]bool
 	out      *Emitter
-	ctx      context.Context // Run's: the engine's emit callback takes none
-	journal  *kafka.Writer
+	ctx      context.Context  // Run's: the engine's emit callback takes none
+	journal  *topicWriter     // partition 0: the journal has one
 	clock    time.Time        // the journal's clock: the largest recordedat written
 	first    time.Time        // the first journalled input's recordedat
 	lastTick time.Time        // the last settlement instant
@@ -125,7 +125,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	}
 	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{},
 		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}, ctx: context.Background(),
-		journal: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.JournalTopic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}}
+		journal: newTopicWriter(cfg.Brokers, cfg.JournalTopic, journalChunkBytes)}
 	out, err := NewEmitter(DefaultEmitterConfig(cfg.Brokers, cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
 		metrics.Emitted.WithLabelValues(typ).Add(float64(n))
 	})
@@ -171,7 +171,7 @@ func (w *Worker) line(raw []byte) error {
 // settles live until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.out.Close()
-	defer w.journal.Close()
+	defer w.journal.close()
 	w.ctx = ctx
 	err := w.run(ctx)
 	if ctx.Err() != nil {
@@ -346,24 +346,15 @@ func (w *Worker) live(ctx context.Context) error {
 			w.takeSnapshot(ctx)
 			continue
 		}
-		got := 0
-		for src, r := range readers {
-			fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-			m, err := r.FetchMessage(fctx)
-			cancel()
-			if err != nil {
-				continue
-			}
-			got++
-			if err := w.journalInput(ctx, src, m, now); err != nil {
-				return err
-			}
+		inputs := fetchInputs(ctx, readers, maxInputsPerPass)
+		if err := w.journalInputs(ctx, inputs, now); err != nil {
+			return err
 		}
 		// A ledger reply or an account change may have emitted (a suspension, a resumption).
 		if err := w.out.Flush(ctx); err != nil {
 			return err
 		}
-		if got == 0 {
+		if len(inputs) == 0 {
 			sleep(ctx, w.cfg.PollInterval)
 		}
 	}
@@ -432,7 +423,7 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 	if err != nil {
 		return err
 	}
-	if err := w.journal.WriteMessages(ctx, kafka.Message{Key: []byte("tick"), Value: tick}); err != nil {
+	if err := w.journal.writePartition(ctx, 0, []kafka.Message{{Key: []byte("tick"), Value: tick}}); err != nil {
 		return fmt.Errorf("journal tick: %w", err)
 	}
 	w.lastTick, w.clock, w.fed = s, s, covered
@@ -461,33 +452,97 @@ func tickLine(s time.Time, loc *time.Location, covered Offsets) ([]byte, error) 
 	return fmt.Appendf(nil, `{"specversion":"1.0","id":"tick:%s","source":"tally.settle","type":%q,"time":%q,"data":%s}`, at, settle.ClockTickType, at, data), nil
 }
 
-// journalInput stamps an input with the journal clock, journals it, then applies it.
-func (w *Worker) journalInput(ctx context.Context, src string, m kafka.Message, now time.Time) error {
+// input is a record read from the accounts or ledger topic.
+type input struct {
+	source string // "topic/partition"
+	msg    kafka.Message
+}
+
+const (
+	// maxInputsPerPass bounds one journal write and what is applied between two looks at the clock.
+	maxInputsPerPass = 10_000
+	// journalChunkBytes bounds one produce request to the journal, under the broker's 1 MiB.
+	journalChunkBytes = 512 << 10
+	// maxInputBytes: a larger input is no account or ledger event; it is skipped, so it can never
+	// make a journal write fail over and over (the broker refuses records over 1 MiB).
+	maxInputBytes = 256 << 10
+)
+
+// fetchInputs takes what the readers hold already, up to max records: each reader until it has
+// nothing for a moment, in turn.
+func fetchInputs(ctx context.Context, readers map[string]*kafka.Reader, max int) []input {
+	var got []input
+	for src, r := range readers {
+		for len(got) < max {
+			fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			m, err := r.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				break
+			}
+			got = append(got, input{src, m})
+		}
+	}
+	return got
+}
+
+// journalInputs stamps inputs with the journal clock, journals them in order, then applies them.
+// A crash between the two is harmless: a restart applies what the journal holds.
+func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Time) error {
+	var records []kafka.Message
+	var lines [][]byte
+	for _, in := range inputs {
+		line, ok := w.stamp(in, now)
+		if !ok {
+			continue
+		}
+		topic, part, _ := splitSource(in.source)
+		records = append(records, kafka.Message{Key: []byte("input"), Value: line, Headers: []kafka.Header{
+			{Key: "tally-source-topic", Value: []byte(topic)}, {Key: "tally-source-partition", Value: []byte(part)},
+			{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(in.msg.Offset, 10))},
+		}})
+		lines = append(lines, line)
+	}
+	if len(records) > 0 {
+		if err := w.journal.writePartition(ctx, 0, records); err != nil {
+			return fmt.Errorf("journal inputs: %w", err)
+		}
+		w.clock = now
+		if w.first.IsZero() {
+			w.first = now
+		}
+	}
+	for _, line := range lines {
+		w.metrics.Journalled.Inc()
+		if err := w.line(line); err != nil {
+			return err
+		}
+	}
+	for _, in := range inputs {
+		w.next[in.source] = in.msg.Offset + 1
+	}
+	return nil
+}
+
+// stamp adds recordedat to an input; an input that is no JSON object, or too large to be an
+// account or ledger event, is logged and skipped (a restart reads it again and skips it again).
+func (w *Worker) stamp(in input, now time.Time) ([]byte, bool) {
+	if len(in.msg.Value) > maxInputBytes {
+		w.log.Warn("settle: input too large to be an account or ledger event; skipped", "source", in.source, "offset", in.msg.Offset, "bytes", len(in.msg.Value))
+		return nil, false
+	}
 	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(m.Value, &obj); err != nil || obj == nil {
-		w.log.Warn("settle: input is not a JSON object; skipped", "source", src, "offset", m.Offset)
-		w.next[src] = m.Offset + 1 // not journalled: a restart reads it again and skips it again
-		return nil
+	if err := json.Unmarshal(in.msg.Value, &obj); err != nil || obj == nil {
+		w.log.Warn("settle: input is not a JSON object; skipped", "source", in.source, "offset", in.msg.Offset)
+		return nil, false
 	}
 	obj["recordedat"], _ = json.Marshal(cloudevent.FormatTime(now.UTC()))
 	line, err := json.Marshal(obj)
-	if err != nil {
-		return err
+	if err != nil { // raw JSON values re-encode
+		w.log.Warn("settle: input could not be re-encoded; skipped", "source", in.source, "offset", in.msg.Offset, "err", err)
+		return nil, false
 	}
-	topic, part, _ := splitSource(src)
-	if err := w.journal.WriteMessages(ctx, kafka.Message{Key: []byte("input"), Value: line, Headers: []kafka.Header{
-		{Key: "tally-source-topic", Value: []byte(topic)}, {Key: "tally-source-partition", Value: []byte(part)},
-		{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	}}); err != nil {
-		return fmt.Errorf("journal input: %w", err)
-	}
-	w.metrics.Journalled.Inc()
-	w.next[src] = m.Offset + 1
-	w.clock = now
-	if w.first.IsZero() {
-		w.first = now
-	}
-	return w.line(line)
+	return line, true
 }
 
 func splitSource(src string) (topic, partition string, ok bool) {
