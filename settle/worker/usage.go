@@ -98,17 +98,17 @@ func UsageLine(u ingest.Usage, received time.Time) []byte {
 	return raw
 }
 
-// firstReceived is when ingest received the earliest stored usage (zero when none).
-func firstReceived(ctx context.Context, ch driver.Conn) (time.Time, error) {
+// firstUsage is when ingest received the earliest stored usage, and the earliest instant a stored
+// call happened (zeros when there is none).
+func firstUsage(ctx context.Context, ch driver.Conn) (received, occurred time.Time, err error) {
 	var n uint64
-	var t time.Time
-	if err := ch.QueryRow(ctx, "SELECT count(), min(received_at) FROM usage_events").Scan(&n, &t); err != nil {
-		return time.Time{}, fmt.Errorf("read first usage: %w", err)
+	if err := ch.QueryRow(ctx, "SELECT count(), min(received_at), min(event_time) FROM usage_events").Scan(&n, &received, &occurred); err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("read first usage: %w", err)
 	}
 	if n == 0 {
-		return time.Time{}, nil
+		return time.Time{}, time.Time{}, nil
 	}
-	return t, nil
+	return received, occurred, nil
 }
 
 // usageComplete reports whether every usage record received before s is in usage_events: for each

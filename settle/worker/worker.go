@@ -104,15 +104,16 @@ type Worker struct {
 	snapshots *snapshotStore
 	// emitted holds the ids on the billing topic since the snapshot recovery started from, while
 	// recovering; nil afterwards (a running engine never emits an id twice).
-	emitted  map[string]bool
-	out      *Emitter
-	ctx      context.Context  // Run's: the engine's emit callback takes none
-	journal  *topicWriter     // partition 0: the journal has one
-	clock    time.Time        // the journal's clock: the largest recordedat written
-	first    time.Time        // the first journalled input's recordedat
-	lastTick time.Time        // the last settlement instant
-	fed      Offsets          // usage offsets fed to the engine so far (what the last tick covered)
-	next     map[string]int64 // "topic/partition" → next offset to consume
+	emitted   map[string]bool
+	out       *Emitter
+	ctx       context.Context  // Run's: the engine's emit callback takes none
+	journal   *topicWriter     // partition 0: the journal has one
+	clock     time.Time        // the journal's clock: the largest recordedat written
+	first     time.Time        // the first journalled input's recordedat
+	lastTick  time.Time        // the last settlement instant
+	firstTick time.Time        // before the first settlement: its instant, once known (tickDue)
+	fed       Offsets          // usage offsets fed to the engine so far (what the last tick covered)
+	next      map[string]int64 // "topic/partition" → next offset to consume
 
 	mu   sync.Mutex
 	late bool // a settlement is past day 3
@@ -362,26 +363,44 @@ func (w *Worker) live(ctx context.Context) error {
 }
 
 // tickDue says whether a settlement instant s has come: ticks are at every month's end plus the
-// grace period, from the month of the first thing received.
+// grace period, from the month of the first thing received or used.
+//
+// The first tick is chosen once per start. Normally it is the instant of the month holding the
+// first usage or input, and a worker started late (down on day 1) bills what it would have billed
+// then. But when nothing was received before that instant (a deployment started after the month,
+// usage re-ingested or restored after the fact) no run could have billed anything then: the first
+// tick is the instant the worker sees that, so every month due by then settles on time with all
+// the usage received so far, instead of a month later as adjustments.
 func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, error) {
 	loc := w.cfg.Billing.Location
-	var s time.Time
 	if !w.lastTick.IsZero() {
-		s = settle.PeriodOf(w.lastTick.Add(-w.cfg.Grace).Add(-time.Nanosecond), loc).Next().End(loc).Add(w.cfg.Grace)
-	} else {
-		first, err := firstReceived(ctx, w.ch)
+		// The month holding lastTick − grace ends after lastTick: the next month-end instant.
+		s := settle.PeriodOf(w.lastTick.Add(-w.cfg.Grace), loc).End(loc).Add(w.cfg.Grace)
+		return !now.Before(s), s, nil
+	}
+	if w.firstTick.IsZero() {
+		received, occurred, err := firstUsage(ctx, w.ch)
 		if err != nil {
 			return false, time.Time{}, err
 		}
-		if !w.first.IsZero() && (first.IsZero() || w.first.Before(first)) {
-			first = w.first // the first journalled input came before any usage
+		if !w.first.IsZero() && (received.IsZero() || w.first.Before(received)) {
+			received = w.first // the first journalled input came before any usage
 		}
-		if first.IsZero() {
+		if received.IsZero() {
 			return false, time.Time{}, nil
 		}
-		s = settle.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
+		first := received
+		if !occurred.IsZero() && occurred.Before(first) {
+			first = occurred
+		}
+		w.firstTick = settle.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
+		if !received.Before(w.firstTick) && w.firstTick.Before(now) {
+			w.log.Info("settle: backfill: nothing was received before the first month's instant; settling every month due with all usage received so far",
+				"first_month", settle.PeriodOf(first, loc).String(), "first_received", received, "instant", now)
+			w.firstTick = now
+		}
 	}
-	return !now.Before(s), s, nil
+	return !now.Before(w.firstTick), w.firstTick, nil
 }
 
 // overdue reports (and records in the metric) whether the settlement due at s is past the end of

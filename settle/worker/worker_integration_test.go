@@ -311,6 +311,44 @@ func TestWorkerDownOnDayOneSettlesOnDayTwo(t *testing.T) {
 	<-done
 }
 
+// A deployment that starts after the month, with the month's usage ingested only then (a first
+// start, a restore, a re-ingest): nothing was received before October's instant, so no run could
+// have billed October then. The worker settles October when it starts, on day 2, instead of
+// waiting for the next month's instant; the calls recorded after October's instant are late by
+// SPEC §5 and are billed as October's adjustment at December's settlement; and the billing topic
+// equals the replay of the exported log.
+func TestFirstStartAfterTheMonthBackfills(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.startSink(t, ctx)
+	e.usageCall(t, "u1", "acme", "image-tagging", 20_000, "2026-10-05T10:00:00+08:00", "2026-11-02T09:00:00+08:00")
+	e.usageCall(t, "u2", "acme", "image-tagging", 1_000, "2026-10-31T23:00:00+08:00", "2026-11-02T09:00:01+08:00")
+	e.usageCall(t, "u3", "acme", "image-tagging", 7, "2026-11-02T08:00:00+08:00", "2026-11-02T09:00:02+08:00") // November's
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.usage, 2), 30*time.Second,
+		"SELECT kafka_partition, max(kafka_offset) + 1 FROM usage_events GROUP BY kafka_partition")
+	e.clock.Set("2026-11-02T10:00:00+08:00")
+	done, _ := e.startWorker(t, ctx)
+	got := e.billingLines(t, 2)
+	if len(got) != 2 || !strings.Contains(got[0], `"id":"tally.bill.issued.v1:bill:acme:2026-10"`) ||
+		!strings.Contains(got[1], `"id":"tally.hold.requested.v1:hold:acme:2026-11"`) {
+		t.Fatalf("day-2 start, want October's bill and November's hold:\n%s", strings.Join(got, "\n"))
+	}
+	e.clock.Set("2026-12-01T01:00:01+08:00")
+	got = e.billingLinesUntil(t, func(lines []string) bool { return strings.Contains(strings.Join(lines, "\n"), "bill:acme:2026-11") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(got, "\n")
+	if !strings.Contains(all, `"calls":20000`) || !strings.Contains(all, `"calls_before":20000,"calls_after":21000`) {
+		t.Fatalf("October's 21,000 calls are not all billed (bill, then the late call as an adjustment):\n%s", all)
+	}
+	if want := replayExport(t, e); all != strings.Join(want, "\n") {
+		t.Fatalf("billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", all, strings.Join(want, "\n"))
+	}
+}
+
 // Two instances in one election: only the one holding the journal settles; when it stops, the
 // standby recovers and goes on, and the billing topic is still exactly the replay of the log.
 func TestStandbyTakesOverFromTheLeader(t *testing.T) {
