@@ -146,6 +146,9 @@ func (e *Emitter) Close() error {
 	return errors.Join(e.billing.close(), e.status.close())
 }
 
+// chunkMessages bounds the records of one chunk.
+const chunkMessages = 4096
+
 // topicWriter holds one topic's buffered messages by partition.
 type topicWriter struct {
 	brokers    []string
@@ -161,8 +164,10 @@ func newTopicWriter(brokers []string, topic string, chunkBytes int) *topicWriter
 	return &topicWriter{brokers: brokers, topic: topic, chunkBytes: chunkBytes, byPart: map[int][]kafka.Message{},
 		w: &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: partitionChosen{}, RequiredAcks: kafka.RequireAll,
 			// One chunk is one produce request: the writer must not split it (a failed first half
-			// would be followed by a written second half) nor hold it back waiting for more.
-			BatchSize: 1 << 20, BatchBytes: int64(chunkBytes) * 2, BatchTimeout: time.Millisecond}}
+			// would be followed by a written second half) nor hold it back waiting for more. The
+			// writer allocates BatchSize messages for every batch, so it is the chunk's count bound,
+			// not a large number.
+			BatchSize: chunkMessages, BatchBytes: int64(chunkBytes) * 2, BatchTimeout: time.Millisecond}}
 }
 
 func (t *topicWriter) add(m kafka.Message) { t.pending = append(t.pending, m) }
@@ -227,7 +232,7 @@ func (t *topicWriter) writePartition(ctx context.Context, p int, msgs []kafka.Me
 		end, size := written, 0
 		for end < len(msgs) {
 			n := len(msgs[end].Key) + len(msgs[end].Value) + 64 // record overhead, generously
-			if end > written && size+n > t.chunkBytes {
+			if end > written && (size+n > t.chunkBytes || end-written == chunkMessages) {
 				break
 			}
 			msgs[end].Partition = p

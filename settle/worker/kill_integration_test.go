@@ -146,18 +146,25 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 		kills++
 	}
 	ingestProc, sinkProc, settleProc := startIngest(), startSink(), start()
+	// A restarted sink waits out its predecessor's session (6 s) before it consumes again: killed
+	// more often than that it would never write, and the run would only measure that.
+	sinkStarted := time.Now()
 	for {
 		select {
 		case <-traffic:
 		default:
 			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
-			switch r.IntN(3) {
+			target := r.IntN(3)
+			if target == 1 && time.Since(sinkStarted) < 10*time.Second {
+				target = 2
+			}
+			switch target {
 			case 0:
 				kill(ingestProc)
 				ingestProc = startIngest()
 			case 1:
 				kill(sinkProc)
-				sinkProc = startSink()
+				sinkProc, sinkStarted = startSink(), time.Now()
 			default:
 				kill(settleProc)
 				settleProc = start()
@@ -202,7 +209,7 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	t.Logf("%d kills; %d events, equal to the replay of the exported log", kills, len(got))
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
