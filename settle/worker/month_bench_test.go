@@ -151,9 +151,9 @@ func newMonthBench(b *testing.B, accounts int, services []string) *monthBench {
 
 type monthResult struct {
 	seconds, usageSeconds, emitSeconds, snapshotSeconds float64
-	events                                int64
-	peakRSS                               int64
-	note                                  string
+	events                                              int64
+	peakRSS                                             int64
+	note                                                string
 }
 
 // settleProcess is a running `tally settle`, its log lines collected.
