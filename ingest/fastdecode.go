@@ -176,6 +176,25 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 	return Usage{ID: string(id), Account: a, Service: svc, Calls: calls, Time: t}, receivedAt, true
 }
 
+// PlainUsage reports whether a stored usage event, received at receivedAt, is valid and of the
+// plain shape the fast decoder takes: its log line decodes back to exactly u, accepted. A caller
+// holding u can then apply it without the line's encode and decode; anything else (an id
+// needing escapes, a time out of range) goes the line's way, which gives the same answer slowly.
+func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
+	if len(u.ID) == 0 || len(u.ID) > 256 || u.Calls < 1 || u.Calls > MaxCallsPerEvent || u.Time.IsZero() || receivedAt.IsZero() {
+		return false
+	}
+	for i := 0; i < len(u.ID); i++ {
+		if c := u.ID[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	if u.Time.After(receivedAt.Add(MaxClockSkew)) || ValidateAccount(u.Account) != nil || services.CheckService(u.Service, u.Time) != nil {
+		return false
+	}
+	return true
+}
+
 type scanner struct {
 	b []byte
 	i int

@@ -75,6 +75,27 @@ func (r *Replayer) Engine() *Engine { return r.engine }
 // Stats reports what has been done so far.
 func (r *Replayer) Stats() ReplayStats { return r.stats }
 
+// StoredUsage applies a usage event received at recorded exactly as Line applies its log line,
+// which line builds: a plain event (ingest.PlainUsage) without encoding and decoding it, any
+// other through Line. The settle worker feeds usage_events this way.
+func (r *Replayer) StoredUsage(u ingest.Usage, recorded time.Time, line func() []byte) error {
+	if !ingest.PlainUsage(u, recorded, r.cfg.Catalogue) {
+		return r.Line(line())
+	}
+	r.stats.Lines++
+	return r.applyUsage(u, recorded)
+}
+
+func (r *Replayer) applyUsage(u ingest.Usage, recorded time.Time) error {
+	if recorded.After(r.clock) {
+		if err := r.Advance(recorded); err != nil {
+			return err
+		}
+	}
+	r.stats.Accepted++
+	return r.engine.Apply(Usage{u}, r.clock)
+}
+
 // Line applies one input line. A line that is not a valid input returns a *Rejection and
 // changes nothing; other errors come from emitting.
 func (r *Replayer) Line(raw []byte) error {
@@ -83,13 +104,7 @@ func (r *Replayer) Line(raw []byte) error {
 	// Most lines are usage of the common shape: decode those without reflection (the answer is
 	// the general path's, FuzzDecodeUsageMatchesParseUsage holds it to that).
 	if u, recorded, ok := ingest.DecodeLoggedUsage(raw, r.cfg.Catalogue); ok {
-		if recorded.After(r.clock) {
-			if err := r.Advance(recorded); err != nil {
-				return err
-			}
-		}
-		r.stats.Accepted++
-		return r.engine.Apply(Usage{u}, r.clock)
+		return r.applyUsage(u, recorded)
 	}
 	ev, err := cloudevent.Decode(raw)
 	if err != nil {

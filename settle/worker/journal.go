@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
@@ -29,6 +30,9 @@ type Entry struct {
 	Covered Offsets
 	// JournalOffset is the offset of the journal record (0 for usage lines, which are not in it).
 	JournalOffset int64
+	// Usage is a usage line's event, received at Received (nil for journal records).
+	Usage    *ingest.Usage
+	Received time.Time
 }
 
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
@@ -60,7 +64,9 @@ func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.
 				}
 				to[int32(n)] = o
 			}
-			if err := usageLines(ctx, ch, covered, to, func(line []byte) error { return fn(Entry{Line: line}) }); err != nil {
+			if err := usageRows(ctx, ch, covered, to, func(u ingest.Usage, received time.Time) error {
+				return fn(Entry{Line: UsageLine(u, received), Usage: &u, Received: received})
+			}); err != nil {
 				return err
 			}
 			covered = to

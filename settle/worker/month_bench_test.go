@@ -36,8 +36,8 @@ import (
 //
 // With TALLY_BENCH_KILL=1 the process is SIGKILLed in the middle of the emission and started
 // again; the figure is then the restart's time to its snapshot, and the billing topic is checked
-// to hold every event exactly once. TALLY_BENCH_CPUPROFILE=file saves a 20 s CPU profile of the
-// process from the start of its settlement (go tool pprof -top file).
+// to hold every event exactly once. TALLY_BENCH_CPUPROFILE=file saves a CPU profile of the
+// process's first 15 s (go tool pprof -top file).
 //
 //	make up && TALLY_BENCH_ACCOUNTS=1000000 go test ./settle/worker -run '^$' -bench SettleMonth -benchtime 1x -timeout 30m
 func BenchmarkSettleMonth(b *testing.B) {
@@ -247,12 +247,16 @@ func (p *settleProcess) metric(name string) float64 {
 	return sum
 }
 
-// profile writes a 20 s CPU profile of the process, from its settlement's start, to out.
+// profile writes a CPU profile of the process's first 15 s to out.
 func (p *settleProcess) profile(b *testing.B, out string) {
-	for p.logged("settle: settlement instant") == nil {
+	var resp *http.Response
+	var err error
+	for range 100 { // until the admin server listens
+		if resp, err = http.Get("http://" + p.admin + "/debug/pprof/profile?seconds=15"); err == nil {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + p.admin + "/debug/pprof/profile?seconds=20")
 	if err != nil {
 		b.Logf("profile: %v", err)
 		return
@@ -298,7 +302,9 @@ func (m *monthBench) run(b *testing.B, bin string, kill bool) monthResult {
 	}
 	defer p.stop(syscall.SIGTERM)
 	if out := os.Getenv("TALLY_BENCH_CPUPROFILE"); out != "" {
-		go p.profile(b, out)
+		profiled := make(chan struct{})
+		go func() { defer close(profiled); p.profile(b, out) }()
+		defer func() { <-profiled }()
 	}
 	deadline := time.Now().Add(30 * time.Minute)
 	for p.metric("tally_settle_snapshots_saved_total") < 1 {

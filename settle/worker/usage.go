@@ -27,6 +27,12 @@ type Offsets map[int32]int64
 // so a record appended after a settlement with an older timestamp is billed at the next one (as
 // late), never skipped.
 func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(line []byte) error) error {
+	return usageRows(ctx, ch, from, to, func(u ingest.Usage, received time.Time) error { return fn(UsageLine(u, received)) })
+}
+
+// usageRows is usageLines before the lines are built: each row as the usage event it holds and
+// its receive time.
+func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u ingest.Usage, received time.Time) error) error {
 	var inRange, below []string
 	var rangeArgs, belowArgs []any
 	for p, end := range to {
@@ -67,7 +73,7 @@ func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(l
 		if err := rows.Scan(&id, &account, &service, &at, &calls, &received, &partition, &offset); err != nil {
 			return err
 		}
-		if err := fn(UsageLine(ingest.Usage{ID: id, Account: account, Service: service, Calls: int64(calls), Time: at}, received)); err != nil {
+		if err := fn(ingest.Usage{ID: id, Account: account, Service: service, Calls: int64(calls), Time: at}, received); err != nil {
 			return err
 		}
 	}

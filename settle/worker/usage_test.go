@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,4 +26,49 @@ func TestUsageLineRoundTrips(t *testing.T) {
 			t.Fatalf("%q: got %+v (recorded %v), err %v", id, got, ev.RecordedAt, err)
 		}
 	}
+}
+
+// The settle worker applies a plain stored usage row directly (settle.Replayer.StoredUsage) and
+// any other through its log line: for any row, both ways leave the billing core where the line
+// leaves it, so the worker's bills stay the replay's.
+func FuzzStoredUsageMatchesItsLine(f *testing.F) {
+	f.Add("u-1", "acme", "image-tagging", int64(7), int64(1_790_000_000_000_000_000), int64(1_000_000_000))
+	f.Add("quote\"", "acme", "image-tagging", int64(1), int64(1_790_000_000_000_000_000), int64(0))
+	f.Add("u", "bad account!", "image-tagging", int64(1), int64(1_790_000_000_000_000_000), int64(0))
+	f.Add("u", "acme", "no-such-service", int64(0), int64(0), int64(-400_000_000_000))
+	f.Add("<id>", "acme", "image-enhancement", int64(1_000_001), int64(1_790_000_000_000_000_001), int64(5))
+	f.Fuzz(func(t *testing.T, id, account, service string, calls, at, receivedAfter int64) {
+		u := ingest.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: time.Unix(0, at).UTC()}
+		received := u.Time.Add(time.Duration(receivedAfter)).Truncate(time.Millisecond) // received_at holds milliseconds
+		cfg := settle.Config{Catalogue: settle.DefaultCatalogue(), Location: time.UTC}
+		var direct, viaLine []string
+		a, _ := settle.NewReplayer(cfg, replayOptions(0), func(o cloudevent.Out) error { direct = append(direct, o.ID); return nil })
+		b, _ := settle.NewReplayer(cfg, replayOptions(0), func(o cloudevent.Out) error { viaLine = append(viaLine, o.ID); return nil })
+		line := UsageLine(u, received)
+		errA := a.StoredUsage(u, received, func() []byte { return line })
+		errB := b.Line(line)
+		if (errA == nil) != (errB == nil) {
+			t.Fatalf("direct: %v, line: %v", errA, errB)
+		}
+		end := received.AddDate(0, 2, 0)
+		if err := a.Advance(end); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Advance(end); err != nil {
+			t.Fatal(err)
+		}
+		if a.Stats().Lines != b.Stats().Lines || a.Stats().Accepted != b.Stats().Accepted || strings.Join(direct, ",") != strings.Join(viaLine, ",") {
+			t.Fatalf("direct: %+v %v; line: %+v %v", a.Stats(), direct, b.Stats(), viaLine)
+		}
+		var sa, sb bytes.Buffer
+		if err := a.Snapshot(&sa); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Snapshot(&sb); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(sa.Bytes(), sb.Bytes()) {
+			t.Fatal("the billing states differ")
+		}
+	})
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/telemetry"
@@ -153,8 +154,15 @@ func (w *Worker) emit(o cloudevent.Out) error {
 
 // line applies one log line; a line the billing core rejects is logged and skipped (it changes
 // nothing, in replay too).
-func (w *Worker) line(raw []byte) error {
-	err := w.rep.Line(raw)
+func (w *Worker) line(raw []byte) error { return w.applied(w.rep.Line(raw)) }
+
+// usage applies a stored usage event as line applies its log line (UsageLine), only faster.
+func (w *Worker) usage(u ingest.Usage, received time.Time) error {
+	return w.applied(w.rep.StoredUsage(u, received, func() []byte { return UsageLine(u, received) }))
+}
+
+// applied logs and drops a rejection of a log entry, and keeps the settled-period gauge current.
+func (w *Worker) applied(err error) error {
 	var rej *settle.Rejection
 	if errors.As(err, &rej) {
 		w.log.Warn("settle: input rejected", "reason", rej.Reason, "id", rej.ID, "type", rej.Type)
@@ -216,6 +224,9 @@ func (w *Worker) run(ctx context.Context) error {
 		}
 		if e.RecordedAt.After(w.clock) {
 			w.clock = e.RecordedAt
+		}
+		if e.Usage != nil {
+			return w.usage(*e.Usage, e.Received)
 		}
 		return w.line(e.Line)
 	}); err != nil {
@@ -436,7 +447,7 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 		}
 	}
 	start := time.Now()
-	if err := usageLines(ctx, w.ch, w.fed, covered, w.line); err != nil {
+	if err := usageRows(ctx, w.ch, w.fed, covered, w.usage); err != nil {
 		return err
 	}
 	usageRead := time.Since(start)
