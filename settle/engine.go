@@ -96,12 +96,40 @@ const (
 // accounts cheap to hold and to scan for the garbage collector.
 type serviceState struct {
 	id          string
-	activated   bool
 	activatedAt time.Time
 	months      []*monthUsage // by period
-	packs       []*pack       // by (validUntil, id)
-	overrides   []PriceOverride
+	contract    *contract     // nil for most: packs and price overrides are rare
+	activated   bool
 	dirty       bool
+}
+
+// contract is what an (account, service) bought or negotiated: held apart, since a million
+// accounts without it would otherwise carry two empty slices each.
+type contract struct {
+	packs     []*pack // by (validUntil, id)
+	overrides []PriceOverride
+}
+
+func (s *serviceState) packs() []*pack {
+	if s.contract == nil {
+		return nil
+	}
+	return s.contract.packs
+}
+
+func (s *serviceState) overrides() []PriceOverride {
+	if s.contract == nil {
+		return nil
+	}
+	return s.contract.overrides
+}
+
+// terms is the contract, made on first use.
+func (s *serviceState) terms() *contract {
+	if s.contract == nil {
+		s.contract = &contract{}
+	}
+	return s.contract
 }
 
 // billed is what has been charged for one (month, service): the amount, and the calls the last
@@ -120,11 +148,19 @@ type pack struct {
 // monthUsage is one (account, service, month): the ids counted so far and the calls by instant.
 type monthUsage struct {
 	period Period
-	ids    idSet
+	ids    *idSet // nil until an id is remembered (never, where usage arrives deduplicated)
 	total  int64
 	series []timedCalls
-	sorted bool
 	billed billed // what the bills said for this month so far
+	sorted bool
+}
+
+// remember adds a usage id, reporting false for one seen before.
+func (m *monthUsage) remember(id string) bool {
+	if m.ids == nil {
+		m.ids = &idSet{}
+	}
+	return m.ids.add(id)
 }
 
 type timedCalls struct {
@@ -165,6 +201,9 @@ func (s *idSet) add(id string) bool {
 
 // list returns the ids (any order restores the set).
 func (s *idSet) list() []string {
+	if s == nil {
+		return nil
+	}
 	if s.many == nil {
 		return s.few
 	}
@@ -257,13 +296,15 @@ func (e *Engine) Apply(in Input, at time.Time) error {
 		a := e.account(in.Account)
 		s := a.service(in.Service)
 		p := &pack{id: in.PackID, calls: in.Calls, validFrom: in.ValidFrom, validUntil: in.ValidUntil}
-		i := sort.Search(len(s.packs), func(i int) bool { return packBefore(p, s.packs[i]) })
-		s.packs = slices.Insert(s.packs, i, p)
+		t := s.terms()
+		i := sort.Search(len(t.packs), func(i int) bool { return packBefore(p, t.packs[i]) })
+		t.packs = slices.Insert(t.packs, i, p)
 		e.markDirty(a, s)
 	case PriceOverride:
 		a := e.account(in.Account)
 		s := a.service(in.Service)
-		s.overrides = append(s.overrides, in)
+		t := s.terms()
+		t.overrides = append(t.overrides, in)
 		e.markDirty(a, s)
 	case HoldReply:
 		return e.applyHoldReply(in, at)
@@ -300,7 +341,7 @@ func (e *Engine) applyUsage(u Usage) {
 			set[a] = struct{}{}
 		}
 	}
-	if !e.usageDeduplicated && !m.ids.add(u.ID) {
+	if !e.usageDeduplicated && !m.remember(u.ID) {
 		return // a duplicate: the first received counts
 	}
 	m.add(u.Time.UnixNano(), u.Calls)
@@ -571,8 +612,9 @@ func (s *serviceState) activeIn(p Period, loc *time.Location) bool {
 // effective_from is the latest at or before start, the later in the log winning a tie.
 func (s *serviceState) overrideFor(start time.Time) *PriceOverride {
 	var best *PriceOverride
-	for i := range s.overrides {
-		o := &s.overrides[i]
+	overrides := s.overrides()
+	for i := range overrides {
+		o := &overrides[i]
 		if o.EffectiveFrom.After(start) {
 			continue
 		}
@@ -631,11 +673,12 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 		return 0
 	}
 	m := s.month(p)
-	if len(s.packs) == 0 {
+	packs := s.packs()
+	if len(packs) == 0 {
 		return derivation{total: m.total, free: min(m.total, freeFor(p))}
 	}
-	left := make([]int64, len(s.packs))
-	for i, pk := range s.packs {
+	left := make([]int64, len(packs))
+	for i, pk := range packs {
 		left[i] = pk.calls
 	}
 	d := derivation{packsLeft: left}
@@ -653,7 +696,7 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 			freeLeft -= f
 			d.free += f
 			n -= f
-			for i, pk := range s.packs {
+			for i, pk := range packs {
 				if n == 0 {
 					break
 				}

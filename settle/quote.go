@@ -89,7 +89,7 @@ func QuoteUsage(cfg Config, q UsageQuoteRequest) (UsageQuote, error) {
 	out := UsageQuote{Line: line, ListAmount: list.String()}
 	d := e.derive(s, q.Period)
 	end := q.Period.End(cfg.Location)
-	for i, pk := range s.packs {
+	for i, pk := range s.packs() {
 		if pk.validUntil.After(q.AsOf) && pk.validFrom.Before(end) {
 			out.PrepaidCallsLeft += d.packsLeft[i]
 		}

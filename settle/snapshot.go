@@ -175,10 +175,10 @@ func snapAccountOf(a *account) snapAccount {
 			}
 			ss.Months = append(ss.Months, sm)
 		}
-		for _, p := range sv.packs {
+		for _, p := range sv.packs() {
 			ss.Packs = append(ss.Packs, snapPack{ID: p.id, Calls: p.calls, ValidFrom: p.validFrom, ValidUntil: p.validUntil})
 		}
-		for _, o := range sv.overrides {
+		for _, o := range sv.overrides() {
 			so := snapOverride{Account: o.Account, Service: o.Service, EffectiveFrom: o.EffectiveFrom}
 			for _, t := range o.Tiers {
 				so.From, so.Prices = append(so.From, t.FromCalls), append(so.Prices, t.UnitPrice.String())
@@ -362,12 +362,12 @@ func accountOf(sa snapAccount) (*account, error) {
 				m.series[i] = timedCalls{at: sm.At[i], calls: sm.Calls[i]}
 			}
 			for _, id := range sm.IDs {
-				m.ids.add(id)
+				m.remember(id)
 			}
 			sv.months = append(sv.months, m)
 		}
 		for _, p := range ss.Packs {
-			sv.packs = append(sv.packs, &pack{id: p.ID, calls: p.Calls, validFrom: p.ValidFrom, validUntil: p.ValidUntil})
+			sv.terms().packs = append(sv.terms().packs, &pack{id: p.ID, calls: p.Calls, validFrom: p.ValidFrom, validUntil: p.ValidUntil})
 		}
 		for _, so := range ss.Overrides {
 			o := PriceOverride{Account: so.Account, Service: so.Service, EffectiveFrom: so.EffectiveFrom}
@@ -378,7 +378,7 @@ func accountOf(sa snapAccount) (*account, error) {
 				}
 				o.Tiers = append(o.Tiers, NewTier(from, price))
 			}
-			sv.overrides = append(sv.overrides, o)
+			sv.terms().overrides = append(sv.terms().overrides, o)
 		}
 		a.services = append(a.services, sv)
 	}

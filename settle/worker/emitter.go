@@ -193,6 +193,7 @@ func (t *topicWriter) assign(ctx context.Context) error {
 		p := murmur.Balance(m, t.partitions...)
 		t.byPart[p] = append(t.byPart[p], m)
 	}
+	clear(t.pending) // drop the payloads: the partition lists hold them until written
 	t.pending = t.pending[:0]
 	return nil
 }

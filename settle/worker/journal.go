@@ -19,7 +19,7 @@ import (
 
 // Entry is one line of the settle worker's log.
 type Entry struct {
-	Line []byte
+	Line []byte // nil for usage: see Bytes
 	// Source is "topic/partition" and Offset the offset of a journalled input (empty for usage
 	// and ticks).
 	Source     string
@@ -33,6 +33,14 @@ type Entry struct {
 	// Usage is a usage line's event, received at Received (nil for journal records).
 	Usage    *ingest.Usage
 	Received time.Time
+}
+
+// Bytes is the entry's log line.
+func (e Entry) Bytes() []byte {
+	if e.Usage != nil {
+		return UsageLine(*e.Usage, e.Received)
+	}
+	return e.Line
 }
 
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
@@ -65,7 +73,7 @@ func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.
 				to[int32(n)] = o
 			}
 			if err := usageRows(ctx, ch, covered, to, func(u ingest.Usage, received time.Time) error {
-				return fn(Entry{Line: UsageLine(u, received), Usage: &u, Received: received})
+				return fn(Entry{Usage: &u, Received: received})
 			}); err != nil {
 				return err
 			}
@@ -91,7 +99,7 @@ func Export(ctx context.Context, brokers []string, topic string, ch driver.Conn,
 	n := 0
 	err := Journal(ctx, brokers, topic, ch, func(e Entry) error {
 		n++
-		if _, err := out.Write(e.Line); err != nil {
+		if _, err := out.Write(e.Bytes()); err != nil {
 			return err
 		}
 		_, err := out.Write([]byte("\n"))

@@ -37,7 +37,8 @@ import (
 // With TALLY_BENCH_KILL=1 the process is SIGKILLed in the middle of the emission and started
 // again; the figure is then the restart's time to its snapshot, and the billing topic is checked
 // to hold every event exactly once. TALLY_BENCH_CPUPROFILE=file saves a CPU profile of the
-// process's first 15 s (go tool pprof -top file).
+// process's first 15 s (go tool pprof -top file), TALLY_BENCH_HEAPPROFILE=file its heap once the
+// snapshot is saved.
 //
 //	make up && TALLY_BENCH_ACCOUNTS=1000000 go test ./settle/worker -run '^$' -bench SettleMonth -benchtime 1x -timeout 30m
 func BenchmarkSettleMonth(b *testing.B) {
@@ -247,6 +248,20 @@ func (p *settleProcess) metric(name string) float64 {
 	return sum
 }
 
+// save writes what the admin server serves at path to out.
+func (p *settleProcess) save(b *testing.B, path, out string) {
+	resp, err := http.Get("http://" + p.admin + path)
+	if err != nil {
+		b.Logf("%s: %v", path, err)
+		return
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(out, raw, 0o644); err != nil {
+		b.Logf("%s: %v", path, err)
+	}
+}
+
 // profile writes a CPU profile of the process's first 15 s to out.
 func (p *settleProcess) profile(b *testing.B, out string) {
 	var resp *http.Response
@@ -319,6 +334,9 @@ func (m *monthBench) run(b *testing.B, bin string, kill bool) monthResult {
 	}
 	r.seconds = time.Since(started).Seconds()
 	r.peakRSS = p.peakRSS()
+	if out := os.Getenv("TALLY_BENCH_HEAPPROFILE"); out != "" {
+		p.save(b, "/debug/pprof/heap", out)
+	}
 	if l := p.logged("settle: settlement emitted"); l != nil {
 		r.usageSeconds, _ = l["usage_read_seconds"].(float64)
 		r.emitSeconds, _ = l["settle_and_emit_seconds"].(float64)
