@@ -67,10 +67,10 @@ func BenchmarkSettleMonth(b *testing.B) {
 }
 
 type monthBench struct {
-	brokers                                                []string
-	usage, accounts, ledger, billing, status, journal, dlq string
-	chHTTP, db, sinkGroup                                  string
-	rows                                                   int
+	brokers                                           []string
+	usage, accounts, ledger, billing, status, journal string
+	chHTTP, db, sinkGroup                             string
+	rows                                              int
 }
 
 const benchPartitions = 4
