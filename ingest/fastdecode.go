@@ -149,7 +149,7 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 	if s.i != len(s.b) || seen&(fID|fType|fTime|fData|fAccount|fService) != fID|fType|fTime|fData|fAccount|fService {
 		return Usage{}, time.Time{}, false
 	}
-	if len(id) == 0 || len(id) > 256 || string(typ) != UsageType || len(account) == 0 || len(service) == 0 || calls < 1 || calls > MaxCallsPerEvent {
+	if string(typ) != UsageType {
 		return Usage{}, time.Time{}, false
 	}
 	t, err := cloudevent.ParseTime(string(tm))
@@ -162,18 +162,17 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 			receivedAt = t
 		}
 	}
-	if t.After(receivedAt.Add(MaxClockSkew)) {
+	u := Usage{ID: string(id), Account: string(account), Service: string(service), Calls: calls, Time: t}
+	if !validUsage(u, receivedAt, services) {
 		return Usage{}, time.Time{}, false
 	}
-	a := string(account)
-	if ValidateAccount(a) != nil {
-		return Usage{}, time.Time{}, false
-	}
-	svc := string(service)
-	if services.CheckService(svc, t) != nil {
-		return Usage{}, time.Time{}, false
-	}
-	return Usage{ID: string(id), Account: a, Service: svc, Calls: calls, Time: t}, receivedAt, true
+	return u, receivedAt, true
+}
+
+// validUsage is the fast path's check of a usage event's fields, received at receivedAt.
+func validUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
+	return len(u.ID) > 0 && len(u.ID) <= 256 && u.Calls >= 1 && u.Calls <= MaxCallsPerEvent &&
+		!u.Time.After(receivedAt.Add(MaxClockSkew)) && ValidateAccount(u.Account) == nil && services.CheckService(u.Service, u.Time) == nil
 }
 
 // PlainUsage reports whether a stored usage event, received at receivedAt, is valid and of the
@@ -181,7 +180,7 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 // holding u can then apply it without the line's encode and decode; anything else (an id
 // needing escapes, a time out of range) goes the line's way, which gives the same answer slowly.
 func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
-	if len(u.ID) == 0 || len(u.ID) > 256 || u.Calls < 1 || u.Calls > MaxCallsPerEvent || u.Time.IsZero() || receivedAt.IsZero() {
+	if u.Time.IsZero() || receivedAt.IsZero() {
 		return false
 	}
 	for i := 0; i < len(u.ID); i++ {
@@ -189,10 +188,7 @@ func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
 			return false
 		}
 	}
-	if u.Time.After(receivedAt.Add(MaxClockSkew)) || ValidateAccount(u.Account) != nil || services.CheckService(u.Service, u.Time) != nil {
-		return false
-	}
-	return true
+	return validUsage(u, receivedAt, services)
 }
 
 type scanner struct {

@@ -14,12 +14,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
+	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/chx"
-	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
 
-// usageLines passes on each identity's first copy once, in receive order, whether the retry is
+// usageRows passes on each identity's first copy once, in receive order, whether the retry is
 // in the same range or a later one, and whether or not ClickHouse has merged it away yet.
 func TestUsageLinesPassFirstCopiesOnly(t *testing.T) {
 	conn, cfg := testinfra.ClickHouse(t, clickhouse.HTTP)
@@ -57,12 +57,8 @@ func TestUsageLinesPassFirstCopiesOnly(t *testing.T) {
 	}
 	read := func(from, to Offsets) string {
 		var got []string
-		if err := usageLines(ctx, conn, from, to, func(line []byte) error {
-			ev, err := cloudevent.Decode(line)
-			if err != nil {
-				return err
-			}
-			got = append(got, fmt.Sprintf("%s@%d", ev.ID, ev.Time.Month()))
+		if err := usageRows(ctx, conn, from, to, func(u ingest.Usage, _ time.Time) error {
+			got = append(got, fmt.Sprintf("%s@%d", u.ID, u.Time.Month()))
 			return nil
 		}); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -209,6 +210,25 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	t.Logf("%d kills; %d events, equal to the replay of the exported log", kills, len(got))
 }
 
+// adminMetric reads a role's metric from its admin address: an unlabelled sample, or the sum of
+// a labelled family's; -1 when the address does not answer.
+func adminMetric(admin, name string) float64 {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -252,15 +272,7 @@ func TestStandbyTakesOverFromAKilledLeader(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
 		return cmd, admin
 	}
-	leading := func(admin string) bool {
-		resp, err := http.Get("http://" + admin + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(body), "\ntally_settle_leading 1\n")
-	}
+	leading := func(admin string) bool { return adminMetric(admin, "tally_settle_leading") == 1 }
 	waitFor := func(what string, ok func() bool) {
 		deadline := time.Now().Add(60 * time.Second)
 		for !ok() {

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -229,25 +228,6 @@ func (p *settleProcess) peakRSS() int64 {
 	return 0
 }
 
-// metric reads one unlabelled sample (or the sum of a labelled family) from /metrics.
-func (p *settleProcess) metric(name string) float64 {
-	resp, err := http.Get("http://" + p.admin + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	sum := 0.0
-	for line := range bytes.SplitSeq(body, []byte("\n")) {
-		s := string(line)
-		if strings.HasPrefix(s, name+" ") || strings.HasPrefix(s, name+"{") {
-			v, _ := strconv.ParseFloat(s[strings.LastIndexByte(s, ' ')+1:], 64)
-			sum += v
-		}
-	}
-	return sum
-}
-
 // save writes what the admin server serves at path to out.
 func (p *settleProcess) save(b *testing.B, path, out string) {
 	resp, err := http.Get("http://" + p.admin + path)
@@ -264,23 +244,10 @@ func (p *settleProcess) save(b *testing.B, path, out string) {
 
 // profile writes a CPU profile of the process's first 15 s to out.
 func (p *settleProcess) profile(b *testing.B, out string) {
-	var resp *http.Response
-	var err error
-	for range 100 { // until the admin server listens
-		if resp, err = http.Get("http://" + p.admin + "/debug/pprof/profile?seconds=15"); err == nil {
-			break
-		}
+	for i := 0; i < 100 && adminMetric(p.admin, "tally_settle_leading") < 0; i++ { // until the admin server listens
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err != nil {
-		b.Logf("profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if err := os.WriteFile(out, raw, 0o644); err != nil {
-		b.Logf("profile: %v", err)
-	}
+	p.save(b, "/debug/pprof/profile?seconds=15", out)
 }
 
 func (p *settleProcess) stop(sig syscall.Signal) {
@@ -322,7 +289,7 @@ func (m *monthBench) run(b *testing.B, bin string, kill bool) monthResult {
 		defer func() { <-profiled }()
 	}
 	deadline := time.Now().Add(30 * time.Minute)
-	for p.metric("tally_settle_snapshots_saved_total") < 1 {
+	for adminMetric(p.admin, "tally_settle_snapshots_saved_total") < 1 {
 		if time.Now().After(deadline) {
 			b.Fatal("no snapshot after 30 minutes")
 		}

@@ -18,20 +18,14 @@ import (
 // Offsets maps each usage partition to an offset.
 type Offsets map[int32]int64
 
-// usageLines reads, from usage_events, the usage records with offsets in [from, to) of each
+// usageRows reads, from usage_events, the usage records with offsets in [from, to) of each
 // partition that are the first copy of their identity (account, service, month, id) among all
 // records before to, in the order ingest received them (receive time, then partition and offset),
-// as CloudEvent lines whose recordedat is the receive time: exactly what `tally replay` reads for
-// them. So duplicates never reach the billing core, whichever copies ClickHouse has merged away
+// each as its usage event and receive time (UsageLine makes it the log line `tally replay` reads
+// for it). So duplicates never reach the billing core, whichever copies ClickHouse has merged away
 // yet, and it need not remember every id it has seen. Offsets, not times, bound a tick's usage,
 // so a record appended after a settlement with an older timestamp is billed at the next one (as
 // late), never skipped.
-func usageLines(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(line []byte) error) error {
-	return usageRows(ctx, ch, from, to, func(u ingest.Usage, received time.Time) error { return fn(UsageLine(u, received)) })
-}
-
-// usageRows is usageLines before the lines are built: each row as the usage event it holds and
-// its receive time.
 func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u ingest.Usage, received time.Time) error) error {
 	var inRange, below []string
 	var rangeArgs, belowArgs []any

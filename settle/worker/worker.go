@@ -522,7 +522,6 @@ func fetchInputs(ctx context.Context, readers map[string]*kafka.Reader, max int)
 // A crash between the two is harmless: a restart applies what the journal holds.
 func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Time) error {
 	var records []kafka.Message
-	var lines [][]byte
 	for _, in := range inputs {
 		line, ok := w.stamp(in, now)
 		if !ok {
@@ -533,7 +532,6 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 			{Key: "tally-source-topic", Value: []byte(topic)}, {Key: "tally-source-partition", Value: []byte(part)},
 			{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(in.msg.Offset, 10))},
 		}})
-		lines = append(lines, line)
 	}
 	if len(records) > 0 {
 		if err := w.journal.writePartition(ctx, 0, records); err != nil {
@@ -544,9 +542,9 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 			w.first = now
 		}
 	}
-	for _, line := range lines {
+	for _, r := range records {
 		w.metrics.Journalled.Inc()
-		if err := w.line(line); err != nil {
+		if err := w.line(r.Value); err != nil {
 			return err
 		}
 	}
