@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -55,7 +56,7 @@ func BenchmarkKeyMemory(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	p := NewPartition(PartitionConfig{Window: 1, Location: shanghai, Services: settle.DefaultCatalogue()}, nil, Mark{})
-	per := settle.Period{Year: 2026, Month: 10}
+	per := contract.Period{Year: 2026, Month: 10}
 	for a := range accounts {
 		acct := fmt.Sprintf("acct-%06d", a)
 		for _, s := range services {

@@ -19,15 +19,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tally-billing/tally/ingest"
-	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/contract"
 )
 
 // Key names one running total.
 type Key struct {
 	Account string
 	Service string
-	Period  settle.Period
+	Period  contract.Period
 }
 
 // Window remembers the identities of the last N records, to drop retries. Memory: about 72 bytes
@@ -85,7 +84,7 @@ type Partition struct {
 	dirty     map[Key]struct{}
 	window    *Window
 	mark      Mark
-	evicted   settle.Period // totals of months before it have been dropped
+	evicted   contract.Period // totals of months before it have been dropped
 
 	folded, duplicates, invalid, closed int64
 }
@@ -101,14 +100,14 @@ type PartitionConfig struct {
 	// then the exact recount of usage_events. 0 keeps every month forever.
 	OpenMonths int
 	Location   *time.Location
-	Services   ingest.ServiceChecker
+	Services   contract.ServiceChecker
 }
 
 // Mark is where a partition's state stands: the offset of the next record to fold, and the
 // billing month of the newest receive time folded (which months are open).
 type Mark struct {
 	Next   int64
-	Newest settle.Period
+	Newest contract.Period
 }
 
 // NewPartition starts a partition at mark with the given totals (from a checkpoint); totals of
@@ -127,9 +126,9 @@ func NewPartition(cfg PartitionConfig, totals map[Key]int64, mark Mark) *Partiti
 }
 
 // openFrom is the oldest open month (zero: every month is open).
-func (p *Partition) openFrom() settle.Period {
+func (p *Partition) openFrom() contract.Period {
 	if p.cfg.OpenMonths <= 0 || p.mark.Newest.IsZero() {
-		return settle.Period{}
+		return contract.Period{}
 	}
 	from := p.mark.Newest
 	for range p.cfg.OpenMonths - 1 {
@@ -138,13 +137,13 @@ func (p *Partition) openFrom() settle.Period {
 	return from
 }
 
-func (p *Partition) isClosed(per settle.Period) bool {
+func (p *Partition) isClosed(per contract.Period) bool {
 	from := p.openFrom()
 	return !from.IsZero() && per.Before(from)
 }
 
 // OpenFrom is the oldest month whose running total is kept (zero: every month).
-func (p *Partition) OpenFrom() settle.Period {
+func (p *Partition) OpenFrom() contract.Period {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.openFrom()
@@ -158,17 +157,17 @@ type Record struct {
 }
 
 // identity of a usage event, as one string for the window.
-func identity(u ingest.Usage, p settle.Period) string {
+func identity(u contract.Usage, p contract.Period) string {
 	return u.Account + "\x00" + u.Service + "\x00" + p.String() + "\x00" + u.ID
 }
 
 // decode validates a record as usage; ok is false for records the sink dead-letters.
-func (p *Partition) decode(r Record) (ingest.Usage, settle.Period, bool) {
-	u, err := ingest.DecodeUsage(r.Value, r.Time, p.cfg.Services)
+func (p *Partition) decode(r Record) (contract.Usage, contract.Period, bool) {
+	u, err := contract.DecodeUsage(r.Value, r.Time, p.cfg.Services)
 	if err != nil {
-		return ingest.Usage{}, settle.Period{}, false
+		return contract.Usage{}, contract.Period{}, false
 	}
-	return u, settle.PeriodOf(u.Time, p.cfg.Location), true
+	return u, contract.PeriodOf(u.Time, p.cfg.Location), true
 }
 
 // Warm remembers records that come before the partition's start offset, without folding them:
@@ -191,7 +190,7 @@ func (p *Partition) Fold(r Record) {
 	defer p.mu.Unlock()
 	p.mark.Next = r.Offset + 1
 	if !r.Time.IsZero() {
-		if recv := settle.PeriodOf(r.Time, p.cfg.Location); p.mark.Newest.Before(recv) {
+		if recv := contract.PeriodOf(r.Time, p.cfg.Location); p.mark.Newest.Before(recv) {
 			p.mark.Newest = recv
 		}
 	}
@@ -244,7 +243,7 @@ func (p *Partition) TakeDirty() (map[Key]int64, Mark) {
 }
 
 // evict drops the totals of months before from (a month at a time passes: O(keys) monthly).
-func (p *Partition) evict(from settle.Period) {
+func (p *Partition) evict(from contract.Period) {
 	for k := range p.totals {
 		if k.Period.Before(from) {
 			delete(p.totals, k)
@@ -285,7 +284,7 @@ func (p *Partition) Restore(keys map[Key]int64) {
 }
 
 // Account returns the account's totals for a period, by service.
-func (p *Partition) Account(account string, per settle.Period) map[string]int64 {
+func (p *Partition) Account(account string, per contract.Period) map[string]int64 {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	out := map[string]int64{}

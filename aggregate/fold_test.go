@@ -8,14 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
 var shanghai, _ = time.LoadLocation("Asia/Shanghai")
 
 func rec(off int64, id, account, service string, calls int, at string) Record {
-	return Record{Offset: off, Time: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Value: fmt.Appendf(nil,
-		`{"specversion":"1.0","id":%q,"type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`, id, at, account, service, calls)}
+	happened, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		panic(err)
+	}
+	return Record{Offset: off, Time: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Value: contract.MustEncode(contract.Event{ID: id, Source: "test", Type: contract.UsageType,
+		Time: happened, Data: contract.UsageData{Account: account, Service: service, Calls: int64(calls)}})}
 }
 
 func TestWindowForgetsTheOldest(t *testing.T) {
@@ -42,8 +47,8 @@ func TestFoldDropsRetriesAndSortsMonths(t *testing.T) {
 	p.Fold(Record{Offset: 4, Value: []byte("garbage"), Time: time.Now()})         // invalid
 	p.Fold(rec(5, "e2", "acme", "image-tagging", 7, "2026-10-01T00:00:00+08:00")) // late but in October
 	want := map[Key]int64{
-		{"acme", "image-tagging", settle.Period{Year: 2026, Month: 10}}: 10,
-		{"acme", "image-tagging", settle.Period{Year: 2026, Month: 11}}: 5,
+		{"acme", "image-tagging", contract.Period{Year: 2026, Month: 10}}: 10,
+		{"acme", "image-tagging", contract.Period{Year: 2026, Month: 11}}: 5,
 	}
 	if got := p.Totals(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("totals %v, want %v", got, want)
@@ -51,7 +56,7 @@ func TestFoldDropsRetriesAndSortsMonths(t *testing.T) {
 	if f, d, i := p.Stats(); f != 3 || d != 1 || i != 2 || p.Next() != 6 {
 		t.Fatalf("folded %d dup %d invalid %d next %d", f, d, i, p.Next())
 	}
-	if got := p.Account("acme", settle.Period{Year: 2026, Month: 10}); got["image-tagging"] != 10 {
+	if got := p.Account("acme", contract.Period{Year: 2026, Month: 10}); got["image-tagging"] != 10 {
 		t.Fatalf("account view %v", got)
 	}
 }
@@ -116,7 +121,7 @@ func TestPropertyClosedMonthsAreExactAcrossRestarts(t *testing.T) {
 		// Received from September to December, each about a month's worth of late calls.
 		var recs []Record
 		want := map[Key]int64{}
-		newest := settle.Period{}
+		newest := contract.Period{}
 		for i := range 400 {
 			received := time.Date(2026, 9, 1, 0, 0, 0, 0, shanghai).Add(time.Duration(i) * 7 * time.Hour)
 			happened := received.Add(-time.Duration(r.IntN(45*24)) * time.Hour)
@@ -124,10 +129,10 @@ func TestPropertyClosedMonthsAreExactAcrossRestarts(t *testing.T) {
 			x := rec(int64(i), fmt.Sprintf("e%d", i), acct, "smart-cropping", calls, happened.Format(time.RFC3339))
 			x.Time = received
 			recs = append(recs, x)
-			if p := settle.PeriodOf(received, shanghai); newest.Before(p) {
+			if p := contract.PeriodOf(received, shanghai); newest.Before(p) {
 				newest = p
 			}
-			if per := settle.PeriodOf(happened, shanghai); !per.Before(newest.Prev()) {
+			if per := contract.PeriodOf(happened, shanghai); !per.Before(newest.Prev()) {
 				want[Key{acct, "smart-cropping", per}] += int64(calls)
 			}
 		}
@@ -165,7 +170,7 @@ func TestPropertyClosedMonthsAreExactAcrossRestarts(t *testing.T) {
 		if !reflect.DeepEqual(open(whole), want) || !reflect.DeepEqual(open(restarted), want) {
 			t.Fatalf("round %d, checkpoint at %d:\nwhole     %v\nrestarted %v\nwant      %v", round, c, open(whole), open(restarted), want)
 		}
-		if whole.OpenFrom() != (settle.Period{Year: 2026, Month: 11}) || whole.Closed() == 0 {
+		if whole.OpenFrom() != (contract.Period{Year: 2026, Month: 11}) || whole.Closed() == 0 {
 			t.Fatalf("round %d: open from %v, %d closed records", round, whole.OpenFrom(), whole.Closed())
 		}
 		for _, p := range []*Partition{whole, restarted} {

@@ -1,3 +1,7 @@
+// Package ingest is the HTTP edge of the pipeline (SPEC §4): it authenticates gateways, validates
+// usage events with the contract package and publishes the accepted ones to Kafka through a
+// Publisher; ingest/producer is the gateway-side client and ingest/sink moves the topic into
+// ClickHouse.
 package ingest
 
 import (
@@ -14,6 +18,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -68,7 +73,7 @@ func (c HandlerConfig) Validate() error {
 // event by index with its reason.
 type Handler struct {
 	cfg      HandlerConfig
-	services ServiceChecker
+	services contract.ServiceChecker
 	pub      Publisher
 	log      *slog.Logger
 	metrics  *Metrics
@@ -78,7 +83,7 @@ type Handler struct {
 }
 
 // NewHandler builds the ingest API. now is the receiving clock.
-func NewHandler(cfg HandlerConfig, services ServiceChecker, pub Publisher, log *slog.Logger, metrics *Metrics, now func() time.Time) (*Handler, error) {
+func NewHandler(cfg HandlerConfig, services contract.ServiceChecker, pub Publisher, log *slog.Logger, metrics *Metrics, now func() time.Time) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -158,9 +163,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	records := make([]Record, 0, len(raws))
 	for i, raw := range raws {
 		ev, err := cloudevent.Decode(raw)
-		var u Usage
+		var u contract.Usage
 		if err == nil {
-			u, err = ParseUsage(ev, received, h.services)
+			u, err = contract.ParseUsage(ev, received, h.services)
 		}
 		if err != nil {
 			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: ev.ID, Reason: err.Error()})

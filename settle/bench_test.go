@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
 // benchEngine builds an engine holding October 2026 for accounts × every catalogue service,
 // each (account, service) one usage event of a size that spreads over all four tiers.
-func benchEngine(b *testing.B, accounts int, emit Emit) (*Engine, Period, time.Time) {
+func benchEngine(b *testing.B, accounts int, emit Emit) (*Engine, contract.Period, time.Time) {
 	b.Helper()
 	cfg := defaultConfig()
 	eng, err := New(cfg, emit)
@@ -38,7 +39,7 @@ func benchEngine(b *testing.B, accounts int, emit Emit) (*Engine, Period, time.T
 			}
 		}
 	}
-	return eng, PeriodOf(at, cfg.Location), mustTime("2026-11-01T00:00:00+08:00")
+	return eng, contract.PeriodOf(at, cfg.Location), mustTime("2026-11-01T00:00:00+08:00")
 }
 
 func benchSettle(b *testing.B, accounts int, encode bool) {

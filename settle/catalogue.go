@@ -129,7 +129,7 @@ func (c *Catalogue) Service(id string) *Service { return c.services[id] }
 // ServiceIDs lists the services in id order.
 func (c *Catalogue) ServiceIDs() []string { return append([]string(nil), c.ids...) }
 
-// CheckService implements ingest.ServiceChecker: calls are accepted for a known service between
+// CheckService implements contract.ServiceChecker: calls are accepted for a known service between
 // its availability and its retirement.
 func (c *Catalogue) CheckService(id string, at time.Time) error {
 	s := c.services[id]

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -53,15 +54,15 @@ type Engine struct {
 	accounts  map[string]*account
 	order     []string // account ids; sorted when sorted is true
 	sorted    bool
-	packIDs   map[string]struct{}
+	packIDs   packIDs
 	// earliest is the earliest month any input was seen for; settled the last month settled.
-	earliest, settled Period
+	earliest, settled contract.Period
 	// dirty accounts have changes that may re-price already settled months.
 	dirty map[*account]struct{}
 	// pending lists, per month not yet settled, the accounts with usage in it; holding lists the
 	// accounts with a hold to release or a suspension. With dirty, they are exactly the accounts
 	// a settlement must visit, so months without activity cost nothing.
-	pending map[Period]map[*account]struct{}
+	pending map[contract.Period]map[*account]struct{}
 	holding map[*account]struct{}
 	// usageDeduplicated: the caller passes each usage identity once; ids are not remembered.
 	usageDeduplicated bool
@@ -98,38 +99,38 @@ type serviceState struct {
 	id          string
 	activatedAt time.Time
 	months      []*monthUsage // by period
-	contract    *contract     // nil for most: packs and price overrides are rare
+	deal        *deal         // nil for most: packs and price overrides are rare
 	activated   bool
 	dirty       bool
 }
 
-// contract is what an (account, service) bought or negotiated: held apart, since a million
+// deal is what an (account, service) bought or negotiated: held apart, since a million
 // accounts without it would otherwise carry two empty slices each.
-type contract struct {
+type deal struct {
 	packs     []*pack // by (validUntil, id)
 	overrides []PriceOverride
 }
 
 func (s *serviceState) packs() []*pack {
-	if s.contract == nil {
+	if s.deal == nil {
 		return nil
 	}
-	return s.contract.packs
+	return s.deal.packs
 }
 
 func (s *serviceState) overrides() []PriceOverride {
-	if s.contract == nil {
+	if s.deal == nil {
 		return nil
 	}
-	return s.contract.overrides
+	return s.deal.overrides
 }
 
-// terms is the contract, made on first use.
-func (s *serviceState) terms() *contract {
-	if s.contract == nil {
-		s.contract = &contract{}
+// terms is the deal, made on first use.
+func (s *serviceState) terms() *deal {
+	if s.deal == nil {
+		s.deal = &deal{}
 	}
-	return s.contract
+	return s.deal
 }
 
 // billed is what has been charged for one (month, service): the amount, and the calls the last
@@ -147,7 +148,7 @@ type pack struct {
 
 // monthUsage is one (account, service, month): the ids counted so far and the calls by instant.
 type monthUsage struct {
-	period Period
+	period contract.Period
 	ids    *idSet // nil until an id is remembered (never, where usage arrives deduplicated)
 	total  int64
 	series []timedCalls
@@ -225,17 +226,17 @@ func New(cfg Config, emit Emit) (*Engine, error) {
 	}
 	return &Engine{
 		cfg: cfg, emit: emit, unitRatio: cfg.HoldRatio.Equal(decimal.NewFromInt(1)),
-		accounts: map[string]*account{}, packIDs: map[string]struct{}{}, dirty: map[*account]struct{}{},
-		pending: map[Period]map[*account]struct{}{}, holding: map[*account]struct{}{},
+		accounts: map[string]*account{}, packIDs: packIDs{}, dirty: map[*account]struct{}{},
+		pending: map[contract.Period]map[*account]struct{}{}, holding: map[*account]struct{}{},
 		sorted: true,
 	}, nil
 }
 
 // Settled is the last month settled (zero when none).
-func (e *Engine) Settled() Period { return e.settled }
+func (e *Engine) Settled() contract.Period { return e.settled }
 
 // Earliest is the earliest month an input was seen for (zero when none).
-func (e *Engine) Earliest() Period { return e.earliest }
+func (e *Engine) Earliest() contract.Period { return e.earliest }
 
 func (e *Engine) account(id string) *account {
 	a := e.accounts[id]
@@ -259,7 +260,7 @@ func (a *account) service(id string) *serviceState {
 }
 
 func (e *Engine) see(t time.Time) {
-	if p := PeriodOf(t, e.cfg.Location); e.earliest.IsZero() || p.Before(e.earliest) {
+	if p := contract.PeriodOf(t, e.cfg.Location); e.earliest.IsZero() || p.Before(e.earliest) {
 		e.earliest = p
 	}
 }
@@ -288,10 +289,9 @@ func (e *Engine) Apply(in Input, at time.Time) error {
 			e.markDirty(a, s)
 		}
 	case PackPurchase:
-		if _, dup := e.packIDs[in.PackID]; dup {
+		if !e.packIDs.first(in.PackID) {
 			return nil
 		}
-		e.packIDs[in.PackID] = struct{}{}
 		e.see(in.ValidFrom)
 		a := e.account(in.Account)
 		s := a.service(in.Service)
@@ -325,7 +325,7 @@ func packBefore(p, q *pack) bool {
 }
 
 func (e *Engine) applyUsage(u Usage) {
-	p := PeriodOf(u.Time, e.cfg.Location)
+	p := contract.PeriodOf(u.Time, e.cfg.Location)
 	e.see(u.Time)
 	a := e.account(u.Account)
 	s := a.service(u.Service)
@@ -370,14 +370,14 @@ func (e *Engine) applyHoldReply(r HoldReply, at time.Time) error {
 		h.state = holdPlaced
 		if a.suspended {
 			a.suspended = false
-			return e.emitStatus(AccountResumedType, a, h, ReasonHoldPlaced, e.at(at))
+			return e.emitStatus(contract.AccountResumedType, a, h, contract.ReasonHoldPlaced, e.at(at))
 		}
 		return nil
 	}
 	h.state = holdFailed
 	if !a.suspended {
 		a.suspended = true
-		return e.emitStatus(AccountSuspendedType, a, h, ReasonHoldFailed, e.at(at))
+		return e.emitStatus(contract.AccountSuspendedType, a, h, contract.ReasonHoldFailed, e.at(at))
 	}
 	return nil
 }
@@ -406,12 +406,12 @@ func (e *Engine) at(t time.Time) string { return cloudevent.FormatTime(t.In(e.cf
 
 func (e *Engine) emitStatus(typ string, a *account, h *hold, reason string, at string) error {
 	id := typ + ":" + h.id + h.attemptSuffix()
-	return e.emit(cloudevent.NewOut(Source, typ, id, a.id, at, AccountStatus{Account: a.id, Reason: reason}))
+	return e.emit(cloudevent.NewOut(Source, typ, id, a.id, at, contract.AccountStatus{Account: a.id, Reason: reason}))
 }
 
 func (e *Engine) emitHoldRequested(a *account, h *hold, at string) error {
-	id := HoldRequestedType + ":" + h.id + h.attemptSuffix()
-	return e.emit(cloudevent.NewOut(Source, HoldRequestedType, id, a.id, at, HoldRequested{
+	id := contract.HoldRequestedType + ":" + h.id + h.attemptSuffix()
+	return e.emit(cloudevent.NewOut(Source, contract.HoldRequestedType, id, a.id, at, contract.HoldRequested{
 		HoldID: h.id, Account: a.id, Amount: h.amount.String(),
 		ForPeriod: h.forPeriod, BasisPeriod: h.basisPeriod,
 	}))
@@ -420,7 +420,7 @@ func (e *Engine) emitHoldRequested(a *account, h *hold, at string) error {
 // Settle settles month p at instant at: per account in ascending id order, the previous hold's
 // release, the bill (lines of p and adjustments of earlier months), and the hold for p+1. Months
 // must be settled in order; settling a month already settled emits nothing.
-func (e *Engine) Settle(p Period, at time.Time) error {
+func (e *Engine) Settle(p contract.Period, at time.Time) error {
 	if !e.settled.IsZero() && !e.settled.Before(p) {
 		return nil
 	}
@@ -441,7 +441,7 @@ func (e *Engine) Settle(p Period, at time.Time) error {
 
 // visit lists, in ascending id order, the accounts settling p can change: those with usage in p,
 // with changes to settled months, with a hold to release, or suspended.
-func (e *Engine) visit(p Period) []*account {
+func (e *Engine) visit(p contract.Period) []*account {
 	in := func(a *account) bool {
 		_, u := e.pending[p][a]
 		_, d := e.dirty[a]
@@ -479,7 +479,7 @@ func (e *Engine) visit(p Period) []*account {
 
 // settlement is what every account of one settlement shares, formatted once.
 type settlement struct {
-	period               Period
+	period               contract.Period
 	periodText, nextText string
 	at                   string
 }
@@ -488,8 +488,8 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 	p, at := st.period, st.at
 	defer e.trackHolding(a)
 	_, isDirty := e.dirty[a]
-	lines := make([]BillLine, 0, len(a.services))
-	var adjustments []Adjustment
+	lines := make([]contract.BillLine, 0, len(a.services))
+	var adjustments []contract.Adjustment
 	var total, holdBasis cents
 	var err error
 	for _, s := range a.services {
@@ -522,7 +522,7 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 		}
 		m.billed = billed{amount: amount, calls: line.Calls}
 	}
-	slices.SortStableFunc(adjustments, func(x, y Adjustment) int {
+	slices.SortStableFunc(adjustments, func(x, y contract.Adjustment) int {
 		if c := strings.Compare(x.Period, y.Period); c != 0 {
 			return c
 		}
@@ -533,8 +533,8 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 	if h := a.requested; h != nil {
 		a.requested = nil
 		if h.state != holdFailed {
-			if err := e.emit(cloudevent.NewOut(Source, HoldReleasedType, HoldReleasedType+":"+h.id, a.id, at,
-				HoldReleased{HoldID: h.id, Account: a.id, Amount: h.amount.String()})); err != nil {
+			if err := e.emit(cloudevent.NewOut(Source, contract.HoldReleasedType, contract.HoldReleasedType+":"+h.id, a.id, at,
+				contract.HoldReleased{HoldID: h.id, Account: a.id, Amount: h.amount.String()})); err != nil {
 				return err
 			}
 		}
@@ -542,11 +542,11 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 	// 2. the bill.
 	if len(lines) > 0 || len(adjustments) > 0 {
 		if adjustments == nil {
-			adjustments = []Adjustment{}
+			adjustments = []contract.Adjustment{}
 		}
-		bill := Bill{BillID: billID(a.id, st.periodText), Account: a.id, Period: st.periodText, Currency: e.cfg.Catalogue.Currency,
+		bill := contract.Bill{BillID: contract.BillID(a.id, st.periodText), Account: a.id, Period: st.periodText, Currency: e.cfg.Catalogue.Currency,
 			Lines: lines, Adjustments: adjustments, Total: total.String()}
-		if err := e.emit(cloudevent.NewOut(Source, BillIssuedType, BillIssuedType+":"+bill.BillID, a.id, at, bill)); err != nil {
+		if err := e.emit(cloudevent.NewOut(Source, contract.BillIssuedType, contract.BillIssuedType+":"+bill.BillID, a.id, at, bill)); err != nil {
 			return err
 		}
 	}
@@ -558,7 +558,7 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 		}
 	}
 	if amount > 0 {
-		h := &hold{id: holdID(a.id, st.nextText), amount: amount, forPeriod: st.nextText, basisPeriod: st.periodText}
+		h := &hold{id: contract.HoldID(a.id, st.nextText), amount: amount, forPeriod: st.nextText, basisPeriod: st.periodText}
 		a.hold, a.requested = h, h
 		return e.emitHoldRequested(a, h, at)
 	}
@@ -566,14 +566,14 @@ func (e *Engine) settleAccount(a *account, st *settlement) error {
 	a.hold = nil
 	if a.suspended {
 		a.suspended = false
-		return e.emitStatus(AccountResumedType, a, prev, ReasonNothingToHold, at)
+		return e.emitStatus(contract.AccountResumedType, a, prev, contract.ReasonNothingToHold, at)
 	}
 	return nil
 }
 
 // line prices (service, p) as billed now; it returns the line, its amount, and its amount at
 // list prices (the hold basis).
-func (e *Engine) line(sid string, s *serviceState, p Period) (BillLine, cents, cents, error) {
+func (e *Engine) line(sid string, s *serviceState, p contract.Period) (contract.BillLine, cents, cents, error) {
 	u := e.derive(s, p)
 	start := p.Start(e.cfg.Location)
 	list := e.cfg.Catalogue.ListSchedule(sid, start)
@@ -587,16 +587,16 @@ func (e *Engine) line(sid string, s *serviceState, p Period) (BillLine, cents, c
 	tierIndex, tier := sched.reach(u.total)
 	amount, err := amountCents(billable, tier)
 	if err != nil {
-		return BillLine{}, 0, 0, err
+		return contract.BillLine{}, 0, 0, err
 	}
 	listAmount := amount
 	if !sched.sameAs(list) {
 		_, listTier := list.reach(u.total)
 		if listAmount, err = amountCents(billable, listTier); err != nil {
-			return BillLine{}, 0, 0, err
+			return contract.BillLine{}, 0, 0, err
 		}
 	}
-	return BillLine{
+	return contract.BillLine{
 		Service: sid, Activated: s.activeIn(p, e.cfg.Location),
 		Calls: u.total, FreeCalls: u.free, PrepaidCalls: u.prepaid, BillableCalls: billable,
 		Tier: tierIndex, UnitPrice: tier.unitText(), Amount: amount.String(),
@@ -604,7 +604,7 @@ func (e *Engine) line(sid string, s *serviceState, p Period) (BillLine, cents, c
 }
 
 // activeIn: a free pack is granted for p to a service activated at any instant before p's end.
-func (s *serviceState) activeIn(p Period, loc *time.Location) bool {
+func (s *serviceState) activeIn(p contract.Period, loc *time.Location) bool {
 	return s.activated && s.activatedAt.Before(p.End(loc))
 }
 
@@ -628,8 +628,8 @@ func (s *serviceState) overrideFor(start time.Time) *PriceOverride {
 // reprice re-prices every settled month of (service) before p with everything known now and
 // returns an adjustment for each whose amount differs from what was billed for it so far, and
 // their sum.
-func (e *Engine) reprice(sid string, s *serviceState, p Period) ([]Adjustment, cents, error) {
-	var out []Adjustment
+func (e *Engine) reprice(sid string, s *serviceState, p contract.Period) ([]contract.Adjustment, cents, error) {
+	var out []contract.Adjustment
 	var sum cents
 	for _, mu := range s.months {
 		m := mu.period
@@ -648,7 +648,7 @@ func (e *Engine) reprice(sid string, s *serviceState, p Period) ([]Adjustment, c
 		if sum, err = sum.add(diff); err != nil {
 			return nil, 0, err
 		}
-		out = append(out, Adjustment{Period: m.String(), Service: sid, CallsBefore: was.calls, CallsAfter: line.Calls, Amount: diff.String()})
+		out = append(out, contract.Adjustment{Period: m.String(), Service: sid, CallsBefore: was.calls, CallsAfter: line.Calls, Amount: diff.String()})
 		mu.billed = billed{amount: now, calls: line.Calls}
 	}
 	return out, sum, nil
@@ -665,8 +665,8 @@ type derivation struct {
 // then each call is covered by the valid pack expiring soonest (ties: smaller pack_id), else it
 // is postpaid. Packs carry over months, so with packs every earlier month is re-derived in time
 // order first.
-func (e *Engine) derive(s *serviceState, p Period) derivation {
-	freeFor := func(m Period) int64 {
+func (e *Engine) derive(s *serviceState, p contract.Period) derivation {
+	freeFor := func(m contract.Period) int64 {
 		if s.activeIn(m, e.cfg.Location) {
 			return e.cfg.Catalogue.FreeCallsPerMonth
 		}
@@ -714,20 +714,20 @@ func (e *Engine) derive(s *serviceState, p Period) derivation {
 }
 
 // month is the usage of period p, or nil.
-func (s *serviceState) month(p Period) *monthUsage {
+func (s *serviceState) month(p contract.Period) *monthUsage {
 	if n := len(s.months); n > 0 && s.months[n-1].period == p { // the common case: the latest month
 		return s.months[n-1]
 	}
-	i, ok := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p Period) int { return comparePeriods(m.period, p) })
+	i, ok := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p contract.Period) int { return comparePeriods(m.period, p) })
 	if !ok {
 		return nil
 	}
 	return s.months[i]
 }
 
-func (s *serviceState) addMonth(p Period) *monthUsage {
+func (s *serviceState) addMonth(p contract.Period) *monthUsage {
 	m := &monthUsage{period: p, sorted: true}
-	i, _ := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p Period) int { return comparePeriods(m.period, p) })
+	i, _ := slices.BinarySearchFunc(s.months, p, func(m *monthUsage, p contract.Period) int { return comparePeriods(m.period, p) })
 	s.months = slices.Insert(s.months, i, m)
 	return m
 }
@@ -758,7 +758,7 @@ func compareInt64(a, b int64) int {
 	return 0
 }
 
-func comparePeriods(a, b Period) int {
+func comparePeriods(a, b contract.Period) int {
 	if a.Before(b) {
 		return -1
 	}

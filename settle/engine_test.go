@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/contract"
 )
 
-func lineOf(t *testing.T, b Bill, service string) BillLine {
+func lineOf(t *testing.T, b contract.Bill, service string) contract.BillLine {
 	t.Helper()
 	for _, l := range b.Lines {
 		if l.Service == service {
@@ -18,7 +20,7 @@ func lineOf(t *testing.T, b Bill, service string) BillLine {
 		}
 	}
 	t.Fatalf("bill %s has no line for %s: %+v", b.BillID, service, b.Lines)
-	return BillLine{}
+	return contract.BillLine{}
 }
 
 func TestChargingStartsIn2020(t *testing.T) {
@@ -94,7 +96,7 @@ func TestPrepaidPacks(t *testing.T) {
 	_, evs, _ := replayLog(t, b.String(), until("2026-12-01T00:00:00+08:00"))
 	bs := bills(t, evs)
 	oct := lineOf(t, bs["bill:a:2026-10"], "image-tagging")
-	want := BillLine{Service: "image-tagging", Activated: true, Calls: 240_000, FreeCalls: 10_000, PrepaidCalls: 130_000, BillableCalls: 100_000, Tier: 1, UnitPrice: "2.5", Amount: "250.00"}
+	want := contract.BillLine{Service: "image-tagging", Activated: true, Calls: 240_000, FreeCalls: 10_000, PrepaidCalls: 130_000, BillableCalls: 100_000, Tier: 1, UnitPrice: "2.5", Amount: "250.00"}
 	if oct != want {
 		t.Fatalf("October line\n got %+v\nwant %+v", oct, want)
 	}
@@ -140,7 +142,7 @@ func TestContractPriceOverride(t *testing.T) {
 	// The hold after November is at list prices: 100,000 × 2.5 / 1000, not the contract's 80.00.
 	for _, e := range evs {
 		if e.ID == "tally.hold.requested.v1:hold:a:2026-12" {
-			var h HoldRequested
+			var h contract.HoldRequested
 			_ = json.Unmarshal(e.Data, &h)
 			if h.Amount != "250.00" || h.BasisPeriod != "2026-11" || h.ForPeriod != "2026-12" {
 				t.Fatalf("hold %+v; want 250.00 for 2026-12 based on 2026-11", h)
@@ -163,7 +165,7 @@ func TestHoldRatioAndRounding(t *testing.T) {
 	if bill.Total != "5.51" {
 		t.Fatalf("total %s; want 5.51 (sum of rounded lines)", bill.Total)
 	}
-	var h HoldRequested
+	var h contract.HoldRequested
 	_ = json.Unmarshal(evs[len(evs)-1].Data, &h)
 	if h.Amount != "2.76" { // 5.51 × 0.5 = 2.755 → 2.76
 		t.Fatalf("hold %s; want 2.76", h.Amount)
@@ -215,7 +217,7 @@ func TestLateEventCrossingATierIsAnAdjustment(t *testing.T) {
 		t.Fatalf("October line %+v", l)
 	}
 	nov := bs["bill:a:2026-11"]
-	want := []Adjustment{{Period: "2026-10", Service: "image-tagging", CallsBefore: 999_000, CallsAfter: 1_000_000, Amount: "-294.50"}}
+	want := []contract.Adjustment{{Period: "2026-10", Service: "image-tagging", CallsBefore: 999_000, CallsAfter: 1_000_000, Amount: "-294.50"}}
 	if len(nov.Lines) != 0 || !reflect.DeepEqual(nov.Adjustments, want) || nov.Total != "-294.50" {
 		t.Fatalf("November bill %+v; want only the adjustment %+v", nov, want)
 	}
@@ -231,9 +233,9 @@ func TestRepriceWithLateActivationAndPack(t *testing.T) {
 	var b logBuilder
 	b.usage("u1", "a", "image-tagging", 30_000, "2026-10-05T00:00:00+08:00")
 	b.usage("u2", "a", "image-tagging", 30_000, "2026-11-05T00:00:00+08:00")
-	b.ev(ActivatedType, "act", "2026-10-01T00:00:00+08:00", "2026-11-10T00:00:00+08:00",
+	b.ev(contract.ActivatedType, "act", "2026-10-01T00:00:00+08:00", "2026-11-10T00:00:00+08:00",
 		map[string]any{"account": "a", "service": "image-tagging"}) // recorded late: October gets its free pack
-	b.ev(PackPurchasedType, "pk", "2026-10-01T00:00:00+08:00", "2026-12-10T00:00:00+08:00",
+	b.ev(contract.PackPurchasedType, "pk", "2026-10-01T00:00:00+08:00", "2026-12-10T00:00:00+08:00",
 		map[string]any{"account": "a", "service": "image-tagging", "pack_id": "p1", "calls": 5_000,
 			"valid_from": "2026-10-01T00:00:00+08:00", "valid_until": "2027-01-01T00:00:00+08:00"})
 	_, evs, _ := replayLog(t, b.String(), until("2027-01-01T00:00:00+08:00"))
@@ -247,7 +249,7 @@ func TestRepriceWithLateActivationAndPack(t *testing.T) {
 	// The pack (recorded in December) covers 5,000 of October's calls: -12.50 for October, and
 	// November is unchanged because the pack is used up in October.
 	dec := bs["bill:a:2026-12"]
-	want := []Adjustment{{Period: "2026-10", Service: "image-tagging", CallsBefore: 30_000, CallsAfter: 30_000, Amount: "-12.50"}}
+	want := []contract.Adjustment{{Period: "2026-10", Service: "image-tagging", CallsBefore: 30_000, CallsAfter: 30_000, Amount: "-12.50"}}
 	if !reflect.DeepEqual(dec.Adjustments, want) || len(dec.Lines) != 0 {
 		t.Fatalf("December bill %+v; want %+v", dec, want)
 	}
@@ -288,22 +290,22 @@ func TestHoldFailureSuspensionAndResumption(t *testing.T) {
 	if got := types(evs); !reflect.DeepEqual(got, want) {
 		t.Fatalf("emitted\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	var retry HoldRequested
+	var retry contract.HoldRequested
 	_ = json.Unmarshal(evs[3].Data, &retry)
 	if retry.HoldID != "hold:a:2026-11" || retry.Amount != "5.00" {
 		t.Fatalf("retry %+v; want the same hold and amount", retry)
 	}
 	reasons := map[string]string{}
 	for _, e := range evs {
-		var s AccountStatus
+		var s contract.AccountStatus
 		if strings.Contains(e.Type, "account") {
 			_ = json.Unmarshal(e.Data, &s)
 			reasons[e.ID] = s.Reason
 		}
 	}
-	if reasons["tally.account.suspended.v1:hold:a:2026-11"] != ReasonHoldFailed ||
-		reasons["tally.account.resumed.v1:hold:a:2026-11:2"] != ReasonHoldPlaced ||
-		reasons["tally.account.resumed.v1:hold:a:2026-12"] != ReasonNothingToHold {
+	if reasons["tally.account.suspended.v1:hold:a:2026-11"] != contract.ReasonHoldFailed ||
+		reasons["tally.account.resumed.v1:hold:a:2026-11:2"] != contract.ReasonHoldPlaced ||
+		reasons["tally.account.resumed.v1:hold:a:2026-12"] != contract.ReasonNothingToHold {
 		t.Fatalf("reasons %v", reasons)
 	}
 }
@@ -311,8 +313,8 @@ func TestHoldFailureSuspensionAndResumption(t *testing.T) {
 func TestDuplicatesCountOnce(t *testing.T) {
 	var b logBuilder
 	b.usage("sep", "a", "image-tagging", 1_000, "2026-09-05T00:00:00+08:00")
-	b.ev(ActivatedType, "", "2026-10-20T00:00:00+08:00", "2026-09-06T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"})
-	b.ev(ActivatedType, "", "2026-09-01T00:00:00+08:00", "2026-09-07T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"}) // a later activation changes nothing
+	b.ev(contract.ActivatedType, "", "2026-10-20T00:00:00+08:00", "2026-09-06T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"})
+	b.ev(contract.ActivatedType, "", "2026-09-01T00:00:00+08:00", "2026-09-07T00:00:00+08:00", map[string]any{"account": "a", "service": "image-tagging"}) // a later activation changes nothing
 	b.usage("same", "a", "image-tagging", 20_000, "2026-10-05T00:00:00+08:00")
 	b.usage("same", "a", "image-tagging", 20_000, "2026-10-06T00:00:00+08:00")      // same identity: ignored
 	b.usage("same", "a", "vehicle-recognition", 1_000, "2026-10-05T00:00:00+08:00") // other service: counts
@@ -346,7 +348,7 @@ func TestSettlingTwiceEmitsNothing(t *testing.T) {
 	if err := eng.Apply(Usage{usageOf("u1", "a", "image-tagging", 5_000, at)}, at); err != nil {
 		t.Fatal(err)
 	}
-	oct := PeriodOf(at, defaultConfig().Location)
+	oct := contract.PeriodOf(at, defaultConfig().Location)
 	if err := eng.Settle(oct, mustTime("2026-11-01T00:00:00+08:00")); err != nil {
 		t.Fatal(err)
 	}
@@ -359,11 +361,5 @@ func TestSettlingTwiceEmitsNothing(t *testing.T) {
 	}
 	if err := eng.Settle(oct.Next().Next(), mustTime("2027-01-01T00:00:00+08:00")); err == nil {
 		t.Fatal("settling with a gap was accepted")
-	}
-}
-
-func TestIDHelpersMatchTheEmittedIDs(t *testing.T) {
-	if BillID("a", Period{2026, 10}) != "bill:a:2026-10" || HoldID("a", Period{2026, 11}) != "hold:a:2026-11" {
-		t.Fatal(BillID("a", Period{2026, 10}), HoldID("a", Period{2026, 11}))
 	}
 }

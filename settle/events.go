@@ -7,37 +7,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
-)
-
-// Input event types (SPEC §4) other than usage, which ingest owns.
-const (
-	ActivatedType     = "tally.service.activated.v1"
-	PackPurchasedType = "tally.pack.purchased.v1"
-	PriceOverrideType = "tally.price.override.v1"
-	HoldPlacedType    = "tally.ledger.hold.placed.v1"
-	HoldFailedType    = "tally.ledger.hold.failed.v1"
-	RechargedType     = "tally.ledger.recharged.v1"
-	// ClockTickType only moves the log's clock (its recordedat): the settle worker journals one
-	// at each settlement instant, so a replay of its journal settles exactly when it did.
-	ClockTickType = "tally.clock.tick.v1"
-)
-
-// Output event types, all on the billing topic keyed by account.
-const (
-	BillIssuedType       = "tally.bill.issued.v1"
-	HoldReleasedType     = "tally.hold.released.v1"
-	HoldRequestedType    = "tally.hold.requested.v1"
-	AccountSuspendedType = "tally.account.suspended.v1"
-	AccountResumedType   = "tally.account.resumed.v1"
-)
-
-// Account status reasons.
-const (
-	ReasonHoldFailed    = "hold_failed"
-	ReasonHoldPlaced    = "hold_placed"
-	ReasonNothingToHold = "nothing_to_hold"
 )
 
 // --- inputs ---
@@ -45,8 +16,8 @@ const (
 // Input is one validated input event for the engine.
 type Input interface{ inputAccount() string }
 
-// Usage is a validated usage event (ingest's contract).
-type Usage struct{ ingest.Usage }
+// Usage is a validated usage event (contract.Usage) as an engine input.
+type Usage struct{ contract.Usage }
 
 // Activation: the account activated a service at At.
 type Activation struct {
@@ -95,10 +66,10 @@ func (Tick) inputAccount() string            { return "" }
 // *cloudevent.Error with a reason for the sender.
 func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Input, error) {
 	switch ev.Type {
-	case ingest.UsageType:
-		u, err := ingest.ParseUsage(ev, receivedAt, cat)
+	case contract.UsageType:
+		u, err := contract.ParseUsage(ev, receivedAt, cat)
 		return Usage{u}, err
-	case ActivatedType:
+	case contract.ActivatedType:
 		var d struct {
 			Account string `json:"account"`
 			Service string `json:"service"`
@@ -110,7 +81,7 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 			return nil, invalid("data.service: %v", err)
 		}
 		return Activation{Account: d.Account, Service: d.Service, At: ev.Time}, nil
-	case PackPurchasedType:
+	case contract.PackPurchasedType:
 		var d struct {
 			Account    string          `json:"account"`
 			Service    string          `json:"service"`
@@ -147,7 +118,7 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 			return nil, invalid("data.valid_until must be after data.valid_from")
 		}
 		return PackPurchase{Account: d.Account, Service: d.Service, PackID: d.PackID, Calls: calls, ValidFrom: from, ValidUntil: until}, nil
-	case PriceOverrideType:
+	case contract.PriceOverrideType:
 		var d struct {
 			Account       string     `json:"account"`
 			Service       string     `json:"service"`
@@ -169,7 +140,7 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 			return nil, invalid("%v", errors.Join(errs...))
 		}
 		return PriceOverride{Account: d.Account, Service: d.Service, EffectiveFrom: from, Tiers: tiers}, nil
-	case HoldPlacedType, HoldFailedType:
+	case contract.HoldPlacedType, contract.HoldFailedType:
 		var d struct {
 			Account string `json:"account"`
 			HoldID  string `json:"hold_id"`
@@ -181,8 +152,8 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 		if d.HoldID == "" {
 			return nil, invalid("data.hold_id is missing")
 		}
-		return HoldReply{Account: d.Account, HoldID: d.HoldID, Reason: d.Reason, Placed: ev.Type == HoldPlacedType}, nil
-	case RechargedType:
+		return HoldReply{Account: d.Account, HoldID: d.HoldID, Reason: d.Reason, Placed: ev.Type == contract.HoldPlacedType}, nil
+	case contract.RechargedType:
 		var d struct {
 			Account string `json:"account"`
 			Amount  string `json:"amount"`
@@ -195,12 +166,10 @@ func DecodeInput(ev cloudevent.Event, receivedAt time.Time, cat *Catalogue) (Inp
 			return nil, invalid("data.amount %q is not a decimal string", d.Amount)
 		}
 		return Recharge{Account: d.Account, Amount: amt}, nil
-	case ClockTickType:
+	case contract.ClockTickType:
 		// The settle worker records in "offsets" which usage records each tick covered; the
 		// billing core only needs the instant.
-		var d struct {
-			Offsets map[string]int64 `json:"offsets"`
-		}
+		var d contract.ClockTickData
 		if err := cloudevent.DecodeData(ev.Data, &d); err != nil {
 			return nil, err
 		}
@@ -214,73 +183,7 @@ func decodeAccountData(ev cloudevent.Event, v any, account *string) error {
 	if err := cloudevent.DecodeData(ev.Data, v); err != nil {
 		return err
 	}
-	return ingest.ValidateAccount(*account)
+	return contract.ValidateAccount(*account)
 }
 
 func invalid(format string, args ...any) error { return cloudevent.Invalid("data", format, args...) }
-
-// --- outputs (the contract a ledger consumes) ---
-
-// Bill is the data of tally.bill.issued.v1.
-type Bill struct {
-	BillID      string       `json:"bill_id"`
-	Account     string       `json:"account"`
-	Period      string       `json:"period"`
-	Currency    string       `json:"currency"`
-	Lines       []BillLine   `json:"lines"`
-	Adjustments []Adjustment `json:"adjustments"`
-	Total       string       `json:"total"`
-}
-
-// BillLine is one service's usage and charge for the bill's period.
-type BillLine struct {
-	Service       string `json:"service"`
-	Activated     bool   `json:"activated"`
-	Calls         int64  `json:"calls"`
-	FreeCalls     int64  `json:"free_calls"`
-	PrepaidCalls  int64  `json:"prepaid_calls"`
-	BillableCalls int64  `json:"billable_calls"`
-	Tier          int    `json:"tier"`
-	UnitPrice     string `json:"unit_price"`
-	Amount        string `json:"amount"`
-}
-
-// Adjustment re-prices an already billed (period, service); Amount is the difference charged
-// (negative: credited).
-type Adjustment struct {
-	Period      string `json:"period"`
-	Service     string `json:"service"`
-	CallsBefore int64  `json:"calls_before"`
-	CallsAfter  int64  `json:"calls_after"`
-	Amount      string `json:"amount"`
-}
-
-// HoldReleased is the data of tally.hold.released.v1.
-type HoldReleased struct {
-	HoldID  string `json:"hold_id"`
-	Account string `json:"account"`
-	Amount  string `json:"amount"`
-}
-
-// HoldRequested is the data of tally.hold.requested.v1.
-type HoldRequested struct {
-	HoldID      string `json:"hold_id"`
-	Account     string `json:"account"`
-	Amount      string `json:"amount"`
-	ForPeriod   string `json:"for_period"`
-	BasisPeriod string `json:"basis_period"`
-}
-
-// AccountStatus is the data of tally.account.suspended.v1 and tally.account.resumed.v1.
-type AccountStatus struct {
-	Account string `json:"account"`
-	Reason  string `json:"reason"`
-}
-
-// BillID and HoldID are the deterministic ids of SPEC §4.
-func BillID(account string, p Period) string { return billID(account, p.String()) }
-func HoldID(account string, p Period) string { return holdID(account, p.String()) }
-
-// billID and holdID take the period already formatted: settlement formats it once for all accounts.
-func billID(account, period string) string { return "bill:" + account + ":" + period }
-func holdID(account, period string) string { return "hold:" + account + ":" + period }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -49,11 +49,11 @@ func (b *logBuilder) lateUsage(id, account, service string, calls int64, at, rec
 }
 
 func (b *logBuilder) activate(account, service, at string) *logBuilder {
-	return b.ev(ActivatedType, "", at, "", map[string]any{"account": account, "service": service})
+	return b.ev(contract.ActivatedType, "", at, "", map[string]any{"account": account, "service": service})
 }
 
 func (b *logBuilder) pack(account, service, packID string, calls int64, from, until, at string) *logBuilder {
-	return b.ev(PackPurchasedType, "", at, "", map[string]any{"account": account, "service": service, "pack_id": packID,
+	return b.ev(contract.PackPurchasedType, "", at, "", map[string]any{"account": account, "service": service, "pack_id": packID,
 		"calls": calls, "valid_from": from, "valid_until": until})
 }
 
@@ -62,19 +62,19 @@ func (b *logBuilder) override(account, service, from, at string, tiers ...any) *
 	for i := 0; i < len(tiers); i += 2 {
 		ts = append(ts, map[string]any{"from_calls": tiers[i], "unit_price": tiers[i+1]})
 	}
-	return b.ev(PriceOverrideType, "", at, "", map[string]any{"account": account, "service": service, "effective_from": from, "tiers": ts})
+	return b.ev(contract.PriceOverrideType, "", at, "", map[string]any{"account": account, "service": service, "effective_from": from, "tiers": ts})
 }
 
 func (b *logBuilder) holdReply(placed bool, account, holdID, at string) *logBuilder {
-	typ := HoldFailedType
+	typ := contract.HoldFailedType
 	if placed {
-		typ = HoldPlacedType
+		typ = contract.HoldPlacedType
 	}
 	return b.ev(typ, "", at, "", map[string]any{"account": account, "hold_id": holdID})
 }
 
 func (b *logBuilder) recharge(account, amount, at string) *logBuilder {
-	return b.ev(RechargedType, "", at, "", map[string]any{"account": account, "amount": amount})
+	return b.ev(contract.RechargedType, "", at, "", map[string]any{"account": account, "amount": amount})
 }
 
 func (b *logBuilder) String() string { return b.buf.String() }
@@ -131,14 +131,14 @@ func until(s string) ReplayOptions {
 }
 
 // bills picks the bills out of the emitted events, by bill id.
-func bills(t *testing.T, evs []emitted) map[string]Bill {
+func bills(t *testing.T, evs []emitted) map[string]contract.Bill {
 	t.Helper()
-	out := map[string]Bill{}
+	out := map[string]contract.Bill{}
 	for _, e := range evs {
-		if e.Type != BillIssuedType {
+		if e.Type != contract.BillIssuedType {
 			continue
 		}
-		var b Bill
+		var b contract.Bill
 		if err := json.Unmarshal(e.Data, &b); err != nil {
 			t.Fatal(err)
 		}
@@ -166,8 +166,8 @@ func mustTime(s string) time.Time {
 // CloudOut is the emitted envelope type, named for brevity in tests.
 type CloudOut = cloudevent.Out
 
-func usageOf(id, account, service string, calls int64, at time.Time) ingest.Usage {
-	return ingest.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: at}
+func usageOf(id, account, service string, calls int64, at time.Time) contract.Usage {
+	return contract.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: at}
 }
 
 func mustDecimal(s string) decimal.Decimal { return decimal.RequireFromString(s) }

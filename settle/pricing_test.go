@@ -3,6 +3,8 @@ package settle
 import (
 	"fmt"
 	"testing"
+
+	"github.com/tally-billing/tally/contract"
 )
 
 // Hand-computed line amounts at every tier boundary of every service, for an activated service
@@ -96,7 +98,7 @@ func TestFreePackAndRounding(t *testing.T) {
 
 // settleSingle bills one account for calls of service in October 2026 (activated on 2026-09-01
 // when activated is true) and returns the bill's only line.
-func settleSingle(t *testing.T, service string, calls int64, activated bool) BillLine {
+func settleSingle(t *testing.T, service string, calls int64, activated bool) contract.BillLine {
 	t.Helper()
 	var b logBuilder
 	if activated {
@@ -119,7 +121,7 @@ func settleSingle(t *testing.T, service string, calls int64, activated bool) Bil
 }
 
 func TestScheduleSelectsTierByReach(t *testing.T) {
-	s := DefaultCatalogue().ListSchedule("image-tagging", PeriodOf(mustTime("2026-10-01T00:00:00+08:00"), defaultConfig().Location).Start(defaultConfig().Location))
+	s := DefaultCatalogue().ListSchedule("image-tagging", contract.PeriodOf(mustTime("2026-10-01T00:00:00+08:00"), defaultConfig().Location).Start(defaultConfig().Location))
 	for _, c := range []struct {
 		total int64
 		tier  int

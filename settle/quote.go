@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -21,7 +22,7 @@ type CallsAt struct {
 // settlement will price it.
 type UsageQuoteRequest struct {
 	Account, Service string
-	Period           Period
+	Period           contract.Period
 	// Terms are the account's activations, prepaid packs and contract prices of the service, in
 	// log order (duplicates are handled as settlement handles them).
 	Terms []Input
@@ -36,7 +37,7 @@ type UsageQuoteRequest struct {
 // UsageQuote is the bill line the period's calls would get, what they cost at list prices, and
 // the calls left in the service's prepaid packs usable in the period after AsOf.
 type UsageQuote struct {
-	Line             BillLine
+	Line             contract.BillLine
 	ListAmount       string
 	PrepaidCallsLeft int64
 }
@@ -69,7 +70,7 @@ func QuoteUsage(cfg Config, q UsageQuoteRequest) (UsageQuote, error) {
 		if c.Calls < 0 {
 			return UsageQuote{}, fmt.Errorf("settle: %d calls at %s: calls must not be negative", c.Calls, c.At.Format(time.RFC3339Nano))
 		}
-		m := PeriodOf(c.At, cfg.Location)
+		m := contract.PeriodOf(c.At, cfg.Location)
 		if q.Period.Before(m) {
 			continue
 		}
@@ -126,7 +127,7 @@ func PackWindowBounds(terms []Input) []time.Time {
 // QuoteRequest asks what a month's calls of one service cost, without their history.
 type QuoteRequest struct {
 	Service string
-	Period  Period
+	Period  contract.Period
 	// Calls is the month's total; PrepaidCalls of them are covered by prepaid packs.
 	Calls, PrepaidCalls int64
 	// Activated: the service is activated (the free pack applies).
@@ -137,7 +138,7 @@ type QuoteRequest struct {
 
 // Quote is the bill line the calls would get, and what they cost at list prices.
 type Quote struct {
-	Line       BillLine
+	Line       contract.BillLine
 	ListAmount string
 }
 

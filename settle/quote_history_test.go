@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/tally-billing/tally/contract"
 )
 
 // quoteHistory is a random (account, service) history over September–November 2026 at a small
@@ -54,7 +56,7 @@ func randomQuoteHistory(r *rand.Rand, loc *time.Location) quoteHistory {
 // oracle attributes the calls of months up to p one call at a time, straight from SPEC §4: the
 // free pack covers the first calls of a month, then each call the valid pack expiring soonest
 // (ties: smaller pack id) with calls left, else it is postpaid.
-func (h quoteHistory) oracle(p Period, asOf time.Time, loc *time.Location) (free, prepaid, left int64) {
+func (h quoteHistory) oracle(p contract.Period, asOf time.Time, loc *time.Location) (free, prepaid, left int64) {
 	var activatedAt *time.Time
 	type pk struct {
 		PackPurchase
@@ -84,9 +86,9 @@ func (h quoteHistory) oracle(p Period, asOf time.Time, loc *time.Location) (free
 		}
 	}
 	slices.SortStableFunc(times, time.Time.Compare)
-	usedFree := map[Period]int64{}
+	usedFree := map[contract.Period]int64{}
 	for _, t := range times {
-		m := PeriodOf(t, loc)
+		m := contract.PeriodOf(t, loc)
 		if p.Before(m) {
 			break
 		}
@@ -126,7 +128,7 @@ func (h quoteHistory) bucketed(loc *time.Location) []CallsAt {
 	sums := map[time.Time]int64{}
 	for _, c := range h.calls {
 		seg := sort.Search(len(bounds), func(i int) bool { return c.At.Before(bounds[i]) })
-		start := PeriodOf(c.At, loc).Start(loc)
+		start := contract.PeriodOf(c.At, loc).Start(loc)
 		if seg > 0 && bounds[seg-1].After(start) {
 			start = bounds[seg-1]
 		}
@@ -146,7 +148,7 @@ func TestPropertyQuoteUsageMatchesCallByCallOracle(t *testing.T) {
 	cat := *cfg.Catalogue
 	cat.FreeCallsPerMonth = 7
 	cfg.Catalogue = &cat
-	months := []Period{{2026, 9}, {2026, 10}, {2026, 11}}
+	months := []contract.Period{{Year: 2026, Month: 9}, {Year: 2026, Month: 10}, {Year: 2026, Month: 11}}
 	for seed := range uint64(400) {
 		r := rand.New(rand.NewPCG(seed, 5))
 		h := randomQuoteHistory(r, cfg.Location)
@@ -210,12 +212,12 @@ func TestPropertyQuoteUsageIsTheBillLine(t *testing.T) {
 			t.Fatalf("seed %d: rejected %s", seed, rejected)
 		}
 		issued := bills(t, evs)
-		for _, p := range []Period{{2026, 9}, {2026, 10}, {2026, 11}} {
+		for _, p := range []contract.Period{{Year: 2026, Month: 9}, {Year: 2026, Month: 10}, {Year: 2026, Month: 11}} {
 			q, err := QuoteUsage(cfg, UsageQuoteRequest{Account: "acct", Service: "image-tagging", Period: p, Terms: h.terms, Calls: h.calls, AsOf: p.Start(cfg.Location)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			bill, ok := issued[billID("acct", p.String())]
+			bill, ok := issued[contract.BillID("acct", p.String())]
 			if q.Line.Calls == 0 {
 				if ok && len(bill.Lines) > 0 {
 					t.Fatalf("seed %d, %s: a bill line for a month without calls: %+v", seed, p, bill)

@@ -9,7 +9,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -30,7 +30,7 @@ type ReplayOptions struct {
 // ReplayStats counts what a replay did.
 type ReplayStats struct {
 	Lines, Accepted, Rejected, Emitted int
-	Settled                            []Period
+	Settled                            []contract.Period
 }
 
 // Rejection is what replay writes for an input it refuses: one JSON object per line.
@@ -76,17 +76,17 @@ func (r *Replayer) Engine() *Engine { return r.engine }
 func (r *Replayer) Stats() ReplayStats { return r.stats }
 
 // StoredUsage applies a usage event received at recorded exactly as Line applies its log line,
-// which line builds: a plain event (ingest.PlainUsage) without encoding and decoding it, any
+// which line builds: a plain event (contract.PlainUsage) without encoding and decoding it, any
 // other through Line. The settle worker feeds usage_events this way.
-func (r *Replayer) StoredUsage(u ingest.Usage, recorded time.Time, line func() []byte) error {
-	if !ingest.PlainUsage(u, recorded, r.cfg.Catalogue) {
+func (r *Replayer) StoredUsage(u contract.Usage, recorded time.Time, line func() []byte) error {
+	if !contract.PlainUsage(u, recorded, r.cfg.Catalogue) {
 		return r.Line(line())
 	}
 	r.stats.Lines++
 	return r.applyUsage(u, recorded)
 }
 
-func (r *Replayer) applyUsage(u ingest.Usage, recorded time.Time) error {
+func (r *Replayer) applyUsage(u contract.Usage, recorded time.Time) error {
 	if recorded.After(r.clock) {
 		if err := r.Advance(recorded); err != nil {
 			return err
@@ -103,7 +103,7 @@ func (r *Replayer) Line(raw []byte) error {
 	n := r.stats.Lines
 	// Most lines are usage of the common shape: decode those without reflection (the answer is
 	// the general path's, FuzzDecodeUsageMatchesParseUsage holds it to that).
-	if u, recorded, ok := ingest.DecodeLoggedUsage(raw, r.cfg.Catalogue); ok {
+	if u, recorded, ok := contract.DecodeLoggedUsage(raw, r.cfg.Catalogue); ok {
 		return r.applyUsage(u, recorded)
 	}
 	ev, err := cloudevent.Decode(raw)

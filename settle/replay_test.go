@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tally-billing/tally/contract"
 )
 
 // The replay clock is the largest recordedat; a line that moves it past a settlement instant
@@ -129,7 +131,7 @@ func TestReplayRejectsOverlongLinesAndGoesOn(t *testing.T) {
 func TestReplayClockTick(t *testing.T) {
 	var b logBuilder
 	b.usage("u1", "a", "image-tagging", 2_000, "2026-10-05T00:00:00+08:00")
-	b.ev(ClockTickType, "tick-1", "2026-11-01T00:00:00+08:00", "", map[string]any{})
+	b.ev(contract.ClockTickType, "tick-1", "2026-11-01T00:00:00+08:00", "", map[string]any{})
 	_, evs, rej := replayLog(t, b.String(), ReplayOptions{})
 	if rej != "" || len(evs) != 2 || evs[0].ID != "tally.bill.issued.v1:bill:a:2026-10" {
 		t.Fatalf("emitted %v, rejected %q", types(evs), rej)

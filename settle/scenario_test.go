@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/tally-billing/tally/contract"
 )
 
 // The scenarios under testdata/scenarios, with the figures worked out by hand from the price
@@ -47,8 +49,8 @@ func TestScenarioQuarterByHand(t *testing.T) {
 	}
 	holds := map[string]string{}
 	for _, e := range evs {
-		if e.Type == HoldRequestedType {
-			var h HoldRequested
+		if e.Type == contract.HoldRequestedType {
+			var h contract.HoldRequested
 			_ = json.Unmarshal(e.Data, &h)
 			holds[e.ID] = h.Amount
 		}
@@ -82,7 +84,7 @@ func TestScenarioPacksAcrossMonthsByHand(t *testing.T) {
 	feb := bs["bill:umbrella:2026-02"]
 	// A late 1,000,000 for January takes the year pack down to 500,000 and lifts January to
 	// tier 3: 390,000 × 1.2 = 468.00, so −117.00. February: 500,000 left in the pack.
-	want := []Adjustment{{Period: "2026-01", Service: "celebrity-recognition", CallsBefore: 2_400_000, CallsAfter: 3_400_000, Amount: "-117.00"}}
+	want := []contract.Adjustment{{Period: "2026-01", Service: "celebrity-recognition", CallsBefore: 2_400_000, CallsAfter: 3_400_000, Amount: "-117.00"}}
 	if !reflect.DeepEqual(feb.Adjustments, want) || feb.Lines[0].PrepaidCalls != 500_000 || feb.Lines[0].Amount != "2235.00" || feb.Total != "2118.00" {
 		t.Fatalf("February %+v", feb)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tally-billing/tally/contract"
 )
 
 // A snapshot is the whole state of a Replayer (its engine and clock), so a long-running settle
@@ -38,13 +40,13 @@ type snapshot struct {
 	Order             []string
 	Sorted            bool
 	PackIDs           []string
-	Earliest, Settled Period
+	Earliest, Settled contract.Period
 	Dirty, Holding    []string
 	Pending           []snapPending
 }
 
 type snapPending struct {
-	Period   Period
+	Period   contract.Period
 	Accounts []string
 }
 
@@ -76,7 +78,7 @@ type snapService struct {
 }
 
 type snapMonth struct {
-	Period               Period
+	Period               contract.Period
 	IDs                  []string
 	Total                int64
 	At, Calls            []int64 // the series
@@ -263,7 +265,7 @@ func RestoreReplayer(cfg Config, opts ReplayOptions, emit Emit, rd io.Reader) (*
 // mislead: the checks below hold for every state the engine builds.
 
 // validPeriod: a real month (the zero period only where allowed).
-func validPeriod(p Period, zeroOK bool) bool {
+func validPeriod(p contract.Period, zeroOK bool) bool {
 	return (zeroOK && p.IsZero()) || (p.Year >= 1970 && p.Year <= 9999 && p.Month >= time.January && p.Month <= time.December)
 }
 

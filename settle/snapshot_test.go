@@ -12,6 +12,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
 
@@ -42,17 +43,17 @@ func randomQuarterLog(r *rand.Rand) []string {
 		for _, svc := range services {
 			if r.IntN(2) == 0 {
 				at := when(100)
-				add(ActivatedType, fmt.Sprintf("act-%s-%s", acct, svc), at, at, map[string]any{"account": acct, "service": svc})
+				add(contract.ActivatedType, fmt.Sprintf("act-%s-%s", acct, svc), at, at, map[string]any{"account": acct, "service": svc})
 			}
 			if r.IntN(3) == 0 {
 				from := when(80)
-				add(PackPurchasedType, fmt.Sprintf("buy-%s-%s", acct, svc), from, from, map[string]any{"account": acct, "service": svc,
+				add(contract.PackPurchasedType, fmt.Sprintf("buy-%s-%s", acct, svc), from, from, map[string]any{"account": acct, "service": svc,
 					"pack_id": fmt.Sprintf("pk-%s-%s", acct, svc), "calls": 1 + r.IntN(200_000), "valid_from": from.Format(time.RFC3339),
 					"valid_until": from.AddDate(0, 1+r.IntN(2), 0).Format(time.RFC3339)})
 			}
 			if r.IntN(4) == 0 {
 				at := when(100)
-				add(PriceOverrideType, fmt.Sprintf("po-%s-%s", acct, svc), at, at, map[string]any{"account": acct, "service": svc,
+				add(contract.PriceOverrideType, fmt.Sprintf("po-%s-%s", acct, svc), at, at, map[string]any{"account": acct, "service": svc,
 					"effective_from": at.Format(time.RFC3339), "tiers": []map[string]any{{"from_calls": 0, "unit_price": "1.7"}, {"from_calls": 300_000, "unit_price": "0.9"}}})
 			}
 			for range 1 + r.IntN(8) {
@@ -74,12 +75,12 @@ func randomQuarterLog(r *rand.Rand) []string {
 			at := time.Date(2026, time.Month(m), 1, 1+r.IntN(20), 0, 0, 0, loc)
 			switch r.IntN(3) {
 			case 0:
-				add(HoldPlacedType, "hp-"+holdID, at, at, map[string]any{"account": acct, "hold_id": holdID})
+				add(contract.HoldPlacedType, "hp-"+holdID, at, at, map[string]any{"account": acct, "hold_id": holdID})
 			case 1:
-				add(HoldFailedType, "hf-"+holdID, at, at, map[string]any{"account": acct, "hold_id": holdID})
+				add(contract.HoldFailedType, "hf-"+holdID, at, at, map[string]any{"account": acct, "hold_id": holdID})
 				later := at.Add(time.Duration(1+r.IntN(72)) * time.Hour)
-				add(RechargedType, "rc-"+holdID, later, later, map[string]any{"account": acct, "amount": "500.00"})
-				add(HoldPlacedType, "hp2-"+holdID, later.Add(time.Hour), later.Add(time.Hour), map[string]any{"account": acct, "hold_id": holdID})
+				add(contract.RechargedType, "rc-"+holdID, later, later, map[string]any{"account": acct, "amount": "500.00"})
+				add(contract.HoldPlacedType, "hp2-"+holdID, later.Add(time.Hour), later.Add(time.Hour), map[string]any{"account": acct, "hold_id": holdID})
 			}
 		}
 	}
@@ -168,7 +169,7 @@ func TestRandomQuarterLogCoversTheStateMachine(t *testing.T) {
 	for seed := range uint64(40) {
 		r := rand.New(rand.NewPCG(seed, 9))
 		out := replayWhole(t, defaultConfig(), randomQuarterLog(r), mustTime("2027-01-05T00:00:00+08:00"))
-		for _, typ := range []string{AccountSuspendedType, AccountResumedType, HoldReleasedType, `"adjustments":[{`, `"prepaid_calls":1`} {
+		for _, typ := range []string{contract.AccountSuspendedType, contract.AccountResumedType, contract.HoldReleasedType, `"adjustments":[{`, `"prepaid_calls":1`} {
 			if bytes.Contains(out, []byte(typ)) {
 				seen[typ] = true
 			}

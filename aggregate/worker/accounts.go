@@ -3,9 +3,6 @@ package worker
 import (
 	"context"
 	"log/slog"
-	"maps"
-	"slices"
-	"sort"
 	"sync"
 
 	"github.com/segmentio/kafka-go"
@@ -24,14 +21,13 @@ type Accounts struct {
 	log     *slog.Logger
 	loading
 
-	mu      sync.RWMutex
-	terms   map[string]map[string][]settle.Input // account → service → terms in log order
-	packIDs map[string]struct{}                  // a pack_id counts once, whichever account names it
+	mu    sync.RWMutex
+	terms *settle.Terms
 }
 
 // NewAccounts builds the follower.
 func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slog.Logger) *Accounts {
-	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, loading: loading{topic: topic}, terms: map[string]map[string][]settle.Input{}, packIDs: map[string]struct{}{}}
+	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, loading: loading{topic: topic}, terms: settle.NewTerms()}
 }
 
 // Run follows every partition from the beginning until ctx ends.
@@ -53,30 +49,7 @@ func (a *Accounts) apply(m kafka.Message) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var account, service string
-	switch in := in.(type) {
-	case settle.Activation:
-		account, service = in.Account, in.Service
-		if slices.ContainsFunc(a.terms[account][service], func(t settle.Input) bool { _, ok := t.(settle.Activation); return ok }) {
-			return // the first activation counts
-		}
-	case settle.PackPurchase:
-		if _, dup := a.packIDs[in.PackID]; dup {
-			return
-		}
-		a.packIDs[in.PackID] = struct{}{}
-		account, service = in.Account, in.Service
-	case settle.PriceOverride:
-		account, service = in.Account, in.Service
-	default:
-		return
-	}
-	byService := a.terms[account]
-	if byService == nil {
-		byService = map[string][]settle.Input{}
-		a.terms[account] = byService
-	}
-	byService[service] = append(byService[service], in)
+	a.terms.Add(in)
 }
 
 // Terms are the account's activation, prepaid packs and contract prices of a service, in log
@@ -84,14 +57,12 @@ func (a *Accounts) apply(m kafka.Message) {
 func (a *Accounts) Terms(account, service string) []settle.Input {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return slices.Clone(a.terms[account][service])
+	return a.terms.Of(account, service)
 }
 
 // Services are the services the account has terms for, sorted.
 func (a *Accounts) Services(account string) []string {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := slices.Collect(maps.Keys(a.terms[account]))
-	sort.Strings(out)
-	return out
+	return a.terms.Services(account)
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -60,14 +60,14 @@ func (a *API) Handler() http.Handler {
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 	account := r.PathValue("account")
-	if err := ingest.ValidateAccount(account); err != nil {
+	if err := contract.ValidateAccount(account); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	p := settle.PeriodOf(a.Now(), a.Billing.Location)
+	p := contract.PeriodOf(a.Now(), a.Billing.Location)
 	if q := r.URL.Query().Get("period"); q != "" {
 		var err error
-		if p, err = settle.ParsePeriod(q); err != nil {
+		if p, err = contract.ParsePeriod(q); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -112,7 +112,7 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 // serviceUsage prices the running total of (account, service, p) with settle.QuoteUsage. Without
 // prepaid packs the total is all it needs; with packs, which calls packs covered depends on when
 // every call since the packs' start occurred, read from usage_events per pack window.
-func (a *API) serviceUsage(ctx context.Context, account, service string, p settle.Period, running int64) (ServiceUsage, error) {
+func (a *API) serviceUsage(ctx context.Context, account, service string, p contract.Period, running int64) (ServiceUsage, error) {
 	loc := a.Billing.Location
 	start, end := p.Start(loc), p.End(loc)
 	asOf := a.Now()
@@ -126,7 +126,7 @@ func (a *API) serviceUsage(ctx context.Context, account, service string, p settl
 	if bounds := settle.PackWindowBounds(terms); len(bounds) > 0 && bounds[0].Before(end) {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		stored, err := windowedCalls(qctx, a.Usage, loc, account, service, settle.PeriodOf(bounds[0], loc), p, bounds)
+		stored, err := windowedCalls(qctx, a.Usage, loc, account, service, contract.PeriodOf(bounds[0], loc), p, bounds)
 		if err != nil {
 			return ServiceUsage{}, err
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tally-billing/tally/aggregate"
-	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/contract"
 )
 
 // Checkpoints stores partition totals in ClickHouse (aggregate_totals, aggregate_checkpoints).
@@ -34,7 +34,7 @@ func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Ke
 	}
 	mark := aggregate.Mark{Next: next}
 	if newest != 0 {
-		mark.Newest = settle.PeriodOfYYYYMM(newest)
+		mark.Newest = contract.PeriodOfYYYYMM(newest)
 	}
 	rows, err := c.ch.Query(ctx, `SELECT account, service, period, argMax(calls, next_offset), count() FROM aggregate_totals
 		WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ? AND next_offset <= ?
@@ -51,7 +51,7 @@ func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Ke
 		if err := rows.Scan(&k.Account, &k.Service, &period, &calls, &n); err != nil {
 			return nil, aggregate.Mark{}, 0, err
 		}
-		k.Period = settle.PeriodOfYYYYMM(period)
+		k.Period = contract.PeriodOfYYYYMM(period)
 		totals[k] = int64(calls)
 		stored += int(n)
 	}
@@ -60,7 +60,7 @@ func (c *Checkpoints) Load(ctx context.Context, partition int) (map[aggregate.Ke
 
 // Save writes the changed totals, then commits the checkpoint at mark (openFrom: the oldest
 // month still open, zero when all are).
-func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggregate.Key]int64, mark aggregate.Mark, openFrom settle.Period) error {
+func (c *Checkpoints) Save(ctx context.Context, partition int, changed map[aggregate.Key]int64, mark aggregate.Mark, openFrom contract.Period) error {
 	next := mark.Next
 	token := fmt.Sprintf("agg-%s-%s-%d-%d", c.consumer, c.topic, partition, next)
 	if len(changed) > 0 {

@@ -10,13 +10,14 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
 // windowedCalls reads the calls of (account, service) in months from..to out of usage_events (each
 // identity once), counted per month and per pack window (between consecutive bounds): all prepaid
 // packs ask of a call, so a quote from these counts is exact (settle.CallsAt).
-func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, account, service string, from, to settle.Period, bounds []time.Time) ([]settle.CallsAt, error) {
+func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, account, service string, from, to contract.Period, bounds []time.Time) ([]settle.CallsAt, error) {
 	nanos := make([]string, len(bounds))
 	for i, b := range bounds {
 		nanos[i] = strconv.FormatInt(b.UnixNano(), 10)
@@ -38,7 +39,7 @@ func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, acco
 		if err := rows.Scan(&period, &window, &calls); err != nil {
 			return nil, err
 		}
-		at := settle.PeriodOfYYYYMM(period).Start(loc)
+		at := contract.PeriodOfYYYYMM(period).Start(loc)
 		if window > 0 && int(window) <= len(bounds) && bounds[window-1].After(at) {
 			at = bounds[window-1]
 		}
@@ -50,11 +51,11 @@ func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, acco
 // fitToRunning makes the calls of period p add up to the running total: usage_events trails the
 // aggregator by the sink's lag, so the calls it has not written yet are counted at the instant
 // fresh (they are the latest); when the sink is ahead, the latest calls are dropped instead.
-func fitToRunning(calls []settle.CallsAt, p settle.Period, loc *time.Location, running int64, fresh time.Time) []settle.CallsAt {
+func fitToRunning(calls []settle.CallsAt, p contract.Period, loc *time.Location, running int64, fresh time.Time) []settle.CallsAt {
 	slices.SortFunc(calls, func(a, b settle.CallsAt) int { return a.At.Compare(b.At) })
 	var stored int64
 	for _, c := range calls {
-		if settle.PeriodOf(c.At, loc) == p {
+		if contract.PeriodOf(c.At, loc) == p {
 			stored += c.Calls
 		}
 	}
@@ -63,7 +64,7 @@ func fitToRunning(calls []settle.CallsAt, p settle.Period, loc *time.Location, r
 	}
 	excess := stored - running
 	for i := len(calls) - 1; i >= 0 && excess > 0; i-- {
-		if settle.PeriodOf(calls[i].At, loc) != p {
+		if contract.PeriodOf(calls[i].At, loc) != p {
 			continue
 		}
 		take := min(excess, calls[i].Calls)

@@ -5,13 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
 func TestFitToRunning(t *testing.T) {
 	loc, _ := time.LoadLocation("Asia/Shanghai")
 	day := func(m, d int) time.Time { return time.Date(2026, time.Month(m), d, 0, 0, 0, 0, loc) }
-	oct := settle.Period{Year: 2026, Month: 10}
+	oct := contract.Period{Year: 2026, Month: 10}
 	stored := func() []settle.CallsAt {
 		return []settle.CallsAt{{At: day(10, 20), Calls: 5}, {At: day(9, 25), Calls: 7}, {At: day(10, 2), Calls: 3}}
 	}

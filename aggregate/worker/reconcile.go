@@ -9,8 +9,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/telemetry"
-	"github.com/tally-billing/tally/settle"
 )
 
 // ErrClosedMonth: the aggregator keeps no running totals for the month any more (its figures are
@@ -27,14 +27,14 @@ type Difference struct {
 // Reconcile compares the period's running totals, as of each partition's last committed
 // checkpoint, with an exact recount from usage_events (FINAL: every identity once). Run it when
 // the aggregator and the sink have caught up, or differences only say that one is behind.
-func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p settle.Period) ([]Difference, error) {
+func Reconcile(ctx context.Context, ch driver.Conn, consumer, topic string, p contract.Period) ([]Difference, error) {
 	period := p.YYYYMM()
 	var openFrom uint32
 	if err := ch.QueryRow(ctx, "SELECT max(open_from) FROM aggregate_checkpoints WHERE consumer = ? AND kafka_topic = ?", consumer, topic).Scan(&openFrom); err != nil {
 		return nil, fmt.Errorf("read open months: %w", err)
 	}
 	if openFrom != 0 && period < openFrom {
-		return nil, fmt.Errorf("%w: %s (running totals are kept from %s on)", ErrClosedMonth, p, settle.PeriodOfYYYYMM(openFrom))
+		return nil, fmt.Errorf("%w: %s (running totals are kept from %s on)", ErrClosedMonth, p, contract.PeriodOfYYYYMM(openFrom))
 	}
 	running, err := sums(ctx, ch, `
 		SELECT account, service, toInt64(sum(calls)) FROM (
@@ -76,7 +76,7 @@ type accountService struct{ account, service string }
 
 // recount is an account's exact usage of each service in a period, from usage_events (FINAL:
 // every identity once): the figures of a closed month.
-func recount(ctx context.Context, ch driver.Conn, account string, p settle.Period) (map[string]int64, error) {
+func recount(ctx context.Context, ch driver.Conn, account string, p contract.Period) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	exact, err := sums(ctx, ch, "SELECT account, service, toInt64(sum(calls)) FROM usage_events FINAL WHERE account = ? AND period = ? GROUP BY account, service", account, p.YYYYMM())
@@ -122,8 +122,8 @@ func (w *Worker) ReconcileEvery(ctx context.Context, interval time.Duration, now
 			return nil
 		case <-t.C:
 		}
-		cur := settle.PeriodOf(now(), w.cfg.Location)
-		for _, p := range []settle.Period{cur.Prev(), cur} {
+		cur := contract.PeriodOf(now(), w.cfg.Location)
+		for _, p := range []contract.Period{cur.Prev(), cur} {
 			diffs, err := Reconcile(ctx, w.store.ch, w.cfg.Group, w.cfg.Topic, p)
 			if errors.Is(err, ErrClosedMonth) {
 				continue

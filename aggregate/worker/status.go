@@ -9,9 +9,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Statuses follows the compacted account-status topic the settle worker writes, for
@@ -46,15 +45,15 @@ func (s *Statuses) Run(ctx context.Context) error {
 
 func (s *Statuses) apply(raw []byte) {
 	var ev struct {
-		Type string               `json:"type"`
-		Time string               `json:"time"`
-		Data settle.AccountStatus `json:"data"`
+		Type string                 `json:"type"`
+		Time string                 `json:"time"`
+		Data contract.AccountStatus `json:"data"`
 	}
 	if json.Unmarshal(raw, &ev) != nil || ev.Data.Account == "" {
 		return
 	}
 	st := AccountStatus{Account: ev.Data.Account, Status: "active", Reason: ev.Data.Reason, Since: ev.Time}
-	if ev.Type == settle.AccountSuspendedType {
+	if ev.Type == contract.AccountSuspendedType {
 		st.Status = "suspended"
 	}
 	s.mu.Lock()
@@ -74,7 +73,7 @@ func (s *Statuses) Get(account string) AccountStatus {
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	account := r.PathValue("account")
-	if err := ingest.ValidateAccount(account); err != nil {
+	if err := contract.ValidateAccount(account); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/aggregate/worker"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
@@ -38,12 +39,12 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		return kafka.Message{Key: []byte(acct), Value: raw}
 	}
 	pack := func(id string, calls int, from, until string) kafka.Message {
-		return term(settle.PackPurchasedType, map[string]any{"account": acct, "service": "vehicle-recognition", "pack_id": id,
+		return term(contract.PackPurchasedType, map[string]any{"account": acct, "service": "vehicle-recognition", "pack_id": id,
 			"calls": calls, "valid_from": from, "valid_until": until})
 	}
 	testinfra.Produce(t, e.brokers, accountsTopic, []kafka.Message{
-		term(settle.ActivatedType, map[string]any{"account": acct, "service": "vehicle-recognition"}),
-		term(settle.ActivatedType, map[string]any{"account": acct, "service": "image-tagging"}),
+		term(contract.ActivatedType, map[string]any{"account": acct, "service": "vehicle-recognition"}),
+		term(contract.ActivatedType, map[string]any{"account": acct, "service": "image-tagging"}),
 		pack("p1", 25_000, "2026-09-20T00:00:00+08:00", "2026-10-15T00:00:00+08:00"),
 		pack("p2", 40_000, "2026-10-10T00:00:00+08:00", "2026-12-01T00:00:00+08:00"),
 		pack("p3", 1_000, "2026-10-28T00:00:00+08:00", "2026-11-30T00:00:00+08:00"),
@@ -63,8 +64,8 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		{"vehicle-recognition", "2026-10-25T10:00:00+08:00", 30_000}, // p2 24,000, 6,000 billed
 		{"image-tagging", "2026-10-03T10:00:00+08:00", 1_000_000},
 	} {
-		raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"u%d","source":"gw","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
-			i, u.at, acct, u.service, u.calls)
+		raw := contract.MustEncode(contract.Event{ID: fmt.Sprintf("u%d", i), Source: "gw", Type: contract.UsageType, Time: at(u.at),
+			Data: contract.UsageData{Account: acct, Service: u.service, Calls: int64(u.calls)}})
 		usage = append(usage, kafka.Message{Key: []byte(acct), Value: raw})
 	}
 	usage = append(usage, usage[4]) // a gateway retry
@@ -124,10 +125,10 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	if code != http.StatusOK || fmt.Sprint(oct.Services) != fmt.Sprint(want) {
 		t.Fatalf("October: %d\n got %+v\nwant %+v", code, oct.Services, want)
 	}
-	if totals, _, closed := w.AccountUsage(acct, settle.Period{Year: 2026, Month: 9}); !closed || len(totals) != 0 {
+	if totals, _, closed := w.AccountUsage(acct, contract.Period{Year: 2026, Month: 9}); !closed || len(totals) != 0 {
 		t.Fatalf("September: running totals %v kept (closed %t)", totals, closed)
 	}
-	if _, err := worker.Reconcile(ctx, e.conn, e.group, e.topic, settle.Period{Year: 2026, Month: 9}); !errors.Is(err, worker.ErrClosedMonth) {
+	if _, err := worker.Reconcile(ctx, e.conn, e.group, e.topic, contract.Period{Year: 2026, Month: 9}); !errors.Is(err, worker.ErrClosedMonth) {
 		t.Fatalf("reconciling a closed month: %v", err)
 	}
 	// September is over: p1 had 15,000 calls left at its end (p2 and p3 start later).

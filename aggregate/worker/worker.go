@@ -17,9 +17,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/aggregate"
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Config of the aggregator.
@@ -36,7 +35,7 @@ type Config struct {
 	CheckpointInterval time.Duration
 	SessionTimeout     time.Duration
 	Location           *time.Location
-	Services           ingest.ServiceChecker
+	Services           contract.ServiceChecker
 }
 
 // Validate reports every problem at once.
@@ -241,7 +240,7 @@ type checkpointState struct {
 type pendingCheckpoint struct {
 	changed, rows map[aggregate.Key]int64
 	mark          aggregate.Mark
-	openFrom      settle.Period
+	openFrom      contract.Period
 	full          bool
 }
 
@@ -300,7 +299,7 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 // AccountUsage returns an account's running totals for a period, by service, from the
 // partitions this instance folds; ok is false when none of them has the account's data ready,
 // closed is true when the period is closed (no running totals kept: recount usage_events).
-func (w *Worker) AccountUsage(account string, per settle.Period) (totals map[string]int64, ok, closed bool) {
+func (w *Worker) AccountUsage(account string, per contract.Period) (totals map[string]int64, ok, closed bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := map[string]int64{}

@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/aggregate/worker"
+	"github.com/tally-billing/tally/contract"
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
@@ -66,8 +67,8 @@ func workload(n int, seed uint64) ([]kafka.Message, map[string]int64) {
 		svc := []string{"image-tagging", "vehicle-recognition", "smart-cropping"}[r.IntN(3)]
 		month := 10 + r.IntN(2)
 		calls := 1 + r.IntN(20)
-		raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"w%d","source":"gw","type":"tally.usage.v1","time":"2026-%02d-1%dT10:00:00+08:00","data":{"account":%q,"service":%q,"calls":%d}}`,
-			i, month, r.IntN(9), acct, svc, calls)
+		raw := contract.MustEncode(contract.Event{ID: fmt.Sprintf("w%d", i), Source: "gw", Type: contract.UsageType,
+			Time: time.Date(2026, time.Month(month), 10+r.IntN(9), 10, 0, 0, 0, shanghai), Data: contract.UsageData{Account: acct, Service: svc, Calls: int64(calls)}})
 		msgs = append(msgs, kafka.Message{Key: []byte(acct), Value: raw})
 		if r.IntN(10) == 0 {
 			at := i + 20 + r.IntN(380)
@@ -105,7 +106,7 @@ func waitCaughtUp(t *testing.T, e *env) {
 func checkExact(t *testing.T, e *env, want map[string]int64) {
 	t.Helper()
 	ctx := context.Background()
-	for _, p := range []settle.Period{{Year: 2026, Month: 10}, {Year: 2026, Month: 11}} {
+	for _, p := range []contract.Period{{Year: 2026, Month: 10}, {Year: 2026, Month: 11}} {
 		diffs, err := worker.Reconcile(ctx, e.conn, e.group, e.topic, p)
 		if err != nil {
 			t.Fatal(err)
@@ -285,8 +286,8 @@ func TestCheckpointsKeepTheTotalsTableBounded(t *testing.T) {
 		var msgs []kafka.Message
 		for k := range keys {
 			acct := fmt.Sprintf("acct-%d", k)
-			raw := fmt.Appendf(nil, `{"specversion":"1.0","id":"w%d-%d","source":"gw","type":"tally.usage.v1","time":"2026-10-15T10:00:00+08:00","data":{"account":%q,"service":"image-tagging","calls":%d}}`,
-				wave, k, acct, wave+1)
+			raw := contract.MustEncode(contract.Event{ID: fmt.Sprintf("w%d-%d", wave, k), Source: "gw", Type: contract.UsageType,
+				Time: at("2026-10-15T10:00:00+08:00"), Data: contract.UsageData{Account: acct, Service: "image-tagging", Calls: int64(wave + 1)}})
 			msgs = append(msgs, kafka.Message{Key: []byte(acct), Value: raw})
 			want[acct+"|image-tagging|2026-10"] += int64(wave + 1)
 		}

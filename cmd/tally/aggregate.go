@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/aggregate/worker"
-	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/contract"
 )
 
 func init() {
@@ -73,7 +73,7 @@ func runReconcile(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
-	p, err := settle.ParsePeriod(*period)
+	p, err := contract.ParsePeriod(*period)
 	if err != nil {
 		return fmt.Errorf("--period: %w", err)
 	}

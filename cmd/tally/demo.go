@@ -21,6 +21,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	aggworker "github.com/tally-billing/tally/aggregate/worker"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
@@ -78,7 +79,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 
 	// Two whole months that ended before today (Kafka refuses record times in the future).
 	loc, _ := time.LoadLocation("Asia/Shanghai")
-	m1 := settle.PeriodOf(time.Now(), loc).Prev().Prev().Prev()
+	m1 := contract.PeriodOf(time.Now(), loc).Prev().Prev().Prev()
 	m2 := m1.Next()
 	clock := &virtualClock{start: m1.Start(loc), real0: time.Now(), speed: *speed}
 	id := fmt.Sprintf("%d", time.Now().Unix())
@@ -189,11 +190,14 @@ type demoDriver struct {
 	http     http.Client
 }
 
-func (d *demoDriver) console(typ, id string, at time.Time, data string) error {
-	raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"console","type":%q,"time":%q,"data":%s}`, id, typ, at.Format(time.RFC3339), data)
+func (d *demoDriver) console(typ, id string, at time.Time, data any) error {
+	raw, err := contract.Encode(contract.Event{ID: id, Source: "console", Type: typ, Time: at, Data: data})
+	if err != nil {
+		return err
+	}
 	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.accounts, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
-	return w.WriteMessages(d.ctx, kafka.Message{Key: []byte(id), Value: []byte(raw), Time: at})
+	return w.WriteMessages(d.ctx, kafka.Message{Key: []byte(id), Value: raw, Time: at})
 }
 
 // usage posts one batch of usage events through the ingest API, as a gateway would.
@@ -214,8 +218,8 @@ func (d *demoDriver) usage(events []string) error {
 }
 
 func usageEvent(id, account, service string, calls int64, at time.Time) string {
-	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw-demo","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`,
-		id, at.Format(time.RFC3339Nano), account, service, calls)
+	return string(contract.MustEncode(contract.Event{ID: id, Source: "gw-demo", Type: contract.UsageType, Time: at,
+		Data: contract.UsageData{Account: account, Service: service, Calls: calls}}))
 }
 
 // script is two months of four accounts over all eight services: acme just under 3M image-tagging
@@ -227,16 +231,16 @@ func (d *demoDriver) script(m1, m2 period) error {
 	day0 := m1.Start(loc)
 	setup := func() error {
 		for _, c := range [][3]string{{"acme", "image-tagging"}, {"acme", "vehicle-recognition"}, {"globex", "image-tagging"}, {"initech", "product-recognition"}} {
-			if err := d.console(settle.ActivatedType, "act-"+c[0]+"-"+c[1], d.clock.now(), fmt.Sprintf(`{"account":%q,"service":%q}`, c[0], c[1])); err != nil {
+			if err := d.console(contract.ActivatedType, "act-"+c[0]+"-"+c[1], d.clock.now(), contract.ActivationData{Account: c[0], Service: c[1]}); err != nil {
 				return err
 			}
 		}
-		if err := d.console(settle.PackPurchasedType, "pack-initech-1", d.clock.now(), fmt.Sprintf(`{"account":"initech","service":"product-recognition","pack_id":"initech-p1","calls":200000,"valid_from":%q,"valid_until":%q}`,
-			day0.AddDate(0, 0, 4).Format(time.RFC3339), day0.AddDate(0, 0, 19).Format(time.RFC3339))); err != nil {
+		if err := d.console(contract.PackPurchasedType, "pack-initech-1", d.clock.now(), contract.PackPurchaseData{Account: "initech", Service: "product-recognition", PackID: "initech-p1", Calls: 200000,
+			ValidFrom: day0.AddDate(0, 0, 4).Format(time.RFC3339), ValidUntil: day0.AddDate(0, 0, 19).Format(time.RFC3339)}); err != nil {
 			return err
 		}
-		return d.console(settle.PriceOverrideType, "po-umbrella-1", d.clock.now(), fmt.Sprintf(`{"account":"umbrella","service":"celebrity-recognition","effective_from":%q,"tiers":[{"from_calls":0,"unit_price":"1.0"}]}`,
-			day0.Format(time.RFC3339)))
+		return d.console(contract.PriceOverrideType, "po-umbrella-1", d.clock.now(), contract.PriceOverrideData{Account: "umbrella", Service: "celebrity-recognition",
+			EffectiveFrom: day0.Format(time.RFC3339), Tiers: []contract.TierData{{FromCalls: 0, UnitPrice: "1.0"}}})
 	}
 	d.clock.waitUntil(d.ctx, day0.Add(time.Hour))
 	days1 := int(m2.Start(loc).Sub(day0).Hours()/24 + 0.5)
@@ -287,7 +291,7 @@ func (d *demoDriver) script(m1, m2 period) error {
 			}
 		}
 		if day == 14 {
-			if err := d.console(settle.ActivatedType, "act-globex-vehicle", d.clock.now(), `{"account":"globex","service":"vehicle-recognition"}`); err != nil {
+			if err := d.console(contract.ActivatedType, "act-globex-vehicle", d.clock.now(), contract.ActivationData{Account: "globex", Service: "vehicle-recognition"}); err != nil {
 				return err
 			}
 		}
@@ -314,7 +318,7 @@ func (d *demoDriver) script(m1, m2 period) error {
 	return nil
 }
 
-type period = settle.Period
+type period = contract.Period
 
 type billingEvent struct {
 	raw     string
@@ -341,7 +345,7 @@ func readBilling(ctx context.Context, brokers []string, topic string) ([]billing
 
 func hasBill(events []billingEvent, p period) bool {
 	for _, e := range events {
-		if e.Type == settle.BillIssuedType && strings.HasSuffix(e.ID, ":"+p.String()) {
+		if e.Type == contract.BillIssuedType && strings.HasSuffix(e.ID, ":"+p.String()) {
 			return true
 		}
 	}
@@ -379,10 +383,10 @@ func printBilling(out interface{ Write([]byte) (int, error) }, events []billingE
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "account\tperiod\tservice\tcalls\tfree\tprepaid\tbillable\ttier\tunit\tamount\t")
 	for _, e := range events {
-		if e.Type != settle.BillIssuedType {
+		if e.Type != contract.BillIssuedType {
 			continue
 		}
-		var b settle.Bill
+		var b contract.Bill
 		_ = json.Unmarshal(e.Data, &b)
 		for _, l := range b.Lines {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", b.Account, b.Period, l.Service, l.Calls, l.FreeCalls, l.PrepaidCalls, l.BillableCalls, l.Tier, l.UnitPrice, l.Amount)
@@ -398,7 +402,7 @@ func printBilling(out interface{ Write([]byte) (int, error) }, events []billingE
 	fmt.Fprintln(w, "time\taccount\tevent\tdetail")
 	for _, e := range events {
 		switch e.Type {
-		case settle.HoldRequestedType, settle.HoldReleasedType, settle.AccountSuspendedType, settle.AccountResumedType:
+		case contract.HoldRequestedType, contract.HoldReleasedType, contract.AccountSuspendedType, contract.AccountResumedType:
 			var d map[string]string
 			_ = json.Unmarshal(e.Data, &d)
 			detail := d["amount"]

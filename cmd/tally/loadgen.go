@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/contract"
 )
 
 func init() {
@@ -43,7 +43,7 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := settle.ParsePeriod(*period)
+	p, err := contract.ParsePeriod(*period)
 	if err != nil {
 		return err
 	}
@@ -69,23 +69,25 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 	r := rand.New(rand.NewPCG(*seed, 0x7a11))
 	services := cfg.Catalogue.ServiceIDs()
 	start, end := p.Start(cfg.Location), p.End(cfg.Location)
-	first := start.Format(time.RFC3339)
+	line := func(e contract.Event) {
+		w.Write(contract.MustEncode(e))
+		w.WriteByte('\n')
+	}
 	for a := range *accounts {
 		for i, svc := range services {
 			if (a+i)%2 == 0 {
-				fmt.Fprintf(w, `{"specversion":"1.0","id":"act-%d-%s","source":"loadgen","type":"tally.service.activated.v1","time":%q,"data":{"account":"acct-%06d","service":%q}}`+"\n",
-					a, svc, first, a, svc)
+				line(contract.Event{ID: fmt.Sprintf("act-%d-%s", a, svc), Source: "loadgen", Type: contract.ActivatedType, Time: start,
+					Data: contract.ActivationData{Account: fmt.Sprintf("acct-%06d", a), Service: svc}})
 			}
 		}
 	}
 	step := end.Sub(start) / time.Duration(max(*events, 1))
 	for n := range *events {
-		at := start.Add(time.Duration(n) * step).Format(time.RFC3339Nano)
-		line := fmt.Sprintf(`{"specversion":"1.0","id":"ev-%d","source":"loadgen","type":"tally.usage.v1","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d}}`+"\n",
-			n, at, r.IntN(*accounts), services[r.IntN(len(services))], 1+r.IntN(100))
-		w.WriteString(line)
+		e := contract.Event{ID: fmt.Sprintf("ev-%d", n), Source: "loadgen", Type: contract.UsageType, Time: start.Add(time.Duration(n) * step),
+			Data: contract.UsageData{Account: fmt.Sprintf("acct-%06d", r.IntN(*accounts)), Service: services[r.IntN(len(services))], Calls: int64(1 + r.IntN(100))}}
+		line(e)
 		if r.Float64() < *retries {
-			w.WriteString(line)
+			line(e)
 		}
 	}
 	return w.Flush()

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -35,9 +36,9 @@ func runPrice(_ context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := settle.PeriodOf(time.Now(), cfg.Location)
+	p := contract.PeriodOf(time.Now(), cfg.Location)
 	if *period != "" {
-		if p, err = settle.ParsePeriod(*period); err != nil {
+		if p, err = contract.ParsePeriod(*period); err != nil {
 			return err
 		}
 	}
@@ -68,7 +69,7 @@ func runPrice(_ context.Context, env *environment, args []string) error {
 	return w.Flush()
 }
 
-func printCatalogue(env *environment, cfg settle.Config, p settle.Period) error {
+func printCatalogue(env *environment, cfg settle.Config, p contract.Period) error {
 	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "service\tname\tprices for %s (%s per 1,000 calls, by monthly reach)\n", p, cfg.Catalogue.Currency)
 	for _, id := range cfg.Catalogue.ServiceIDs() {

@@ -19,9 +19,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Config of the example ledger.
@@ -111,23 +111,23 @@ func (l *Ledger) apply(ctx context.Context, raw []byte) error {
 	l.seen[ev.ID] = true
 	var reply []byte
 	switch ev.Type {
-	case settle.BillIssuedType:
-		var b settle.Bill
+	case contract.BillIssuedType:
+		var b contract.Bill
 		if json.Unmarshal(ev.Data, &b) == nil {
 			l.bal[b.Account] = l.balance(b.Account).Sub(decimal.RequireFromString(b.Total))
 		}
-	case settle.HoldReleasedType:
-		var h settle.HoldReleased
+	case contract.HoldReleasedType:
+		var h contract.HoldReleased
 		if json.Unmarshal(ev.Data, &h) == nil {
 			delete(l.held, h.HoldID)
 		}
-	case settle.HoldRequestedType:
-		var h settle.HoldRequested
+	case contract.HoldRequestedType:
+		var h contract.HoldRequested
 		if json.Unmarshal(ev.Data, &h) == nil {
 			amount := decimal.RequireFromString(h.Amount)
-			typ, reason := settle.HoldPlacedType, ""
+			typ, reason := contract.HoldPlacedType, ""
 			if l.available(h.Account).LessThan(amount) {
-				typ, reason = settle.HoldFailedType, "insufficient balance"
+				typ, reason = contract.HoldFailedType, "insufficient balance"
 			} else {
 				l.held[h.HoldID] = hold{account: h.Account, amount: amount}
 			}
@@ -156,7 +156,7 @@ func (l *Ledger) Recharge(ctx context.Context, account string, amount decimal.De
 	l.mu.Lock()
 	l.bal[account] = l.balance(account).Add(amount)
 	id := fmt.Sprintf("recharge:%s:%d", account, l.cfg.Now().UnixNano())
-	raw := l.event(settle.RechargedType, id, account, map[string]string{"account": account, "amount": amount.StringFixed(2)})
+	raw := l.event(contract.RechargedType, id, account, map[string]string{"account": account, "amount": amount.StringFixed(2)})
 	l.mu.Unlock()
 	return l.out.WriteMessages(ctx, kafka.Message{Key: []byte(account), Value: raw})
 }

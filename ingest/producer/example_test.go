@@ -5,7 +5,7 @@ import (
 	"log"
 	"time"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/ingest/producer"
 	"github.com/tally-billing/tally/settle"
 )
@@ -22,8 +22,8 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = p.Send(ctx,
-		ingest.Usage{ID: "req-7f3a", Account: "acme", Service: "image-tagging", Calls: 1, Time: time.Now()},
-		ingest.Usage{ID: "req-7f3b", Account: "acme", Service: "vehicle-recognition", Calls: 1, Time: time.Now()},
+		contract.Usage{ID: "req-7f3a", Account: "acme", Service: "image-tagging", Calls: 1, Time: time.Now()},
+		contract.Usage{ID: "req-7f3b", Account: "acme", Service: "vehicle-recognition", Calls: 1, Time: time.Now()},
 	)
 	if err != nil {
 		log.Printf("usage not recorded, retry: %v", err)

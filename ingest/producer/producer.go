@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
@@ -99,14 +100,14 @@ func (w *Writer) Close() error { return w.w.Close() }
 // Producer is the client for gateways that produce usage straight to Kafka.
 type Producer struct {
 	w        *Writer
-	services ingest.ServiceChecker
+	services contract.ServiceChecker
 	source   string
 	now      func() time.Time
 }
 
 // New builds a Producer; source names the gateway in the CloudEvents it writes, services is the
 // price catalogue (settle.DefaultCatalogue() or the one the platform runs).
-func New(cfg Config, source string, services ingest.ServiceChecker) (*Producer, error) {
+func New(cfg Config, source string, services contract.ServiceChecker) (*Producer, error) {
 	if source == "" {
 		return nil, errors.New("producer: source (the gateway's name) is empty")
 	}
@@ -136,12 +137,12 @@ type usageEvent struct {
 // Send validates the usage events with the ingest API's rules and writes them, returning after
 // Kafka acknowledged all of them. An invalid event fails the whole call before anything is
 // written, with the index and reason. Retrying a failed Send is safe: ids make it idempotent.
-func (p *Producer) Send(ctx context.Context, usage ...ingest.Usage) error {
+func (p *Producer) Send(ctx context.Context, usage ...contract.Usage) error {
 	now := p.now()
 	records := make([]ingest.Record, 0, len(usage))
 	for i, u := range usage {
 		raw, err := json.Marshal(usageEvent{
-			SpecVersion: cloudevent.SpecVersion, ID: u.ID, Source: p.source, Type: ingest.UsageType,
+			SpecVersion: cloudevent.SpecVersion, ID: u.ID, Source: p.source, Type: contract.UsageType,
 			Time: cloudevent.FormatTime(u.Time), DataContentType: "application/json",
 			Data: usageData{Account: u.Account, Service: u.Service, Calls: u.Calls},
 		})
@@ -150,7 +151,7 @@ func (p *Producer) Send(ctx context.Context, usage ...ingest.Usage) error {
 		}
 		ev, err := cloudevent.Decode(raw)
 		if err == nil {
-			_, err = ingest.ParseUsage(ev, now, p.services)
+			_, err = contract.ParseUsage(ev, now, p.services)
 		}
 		if err != nil {
 			return fmt.Errorf("usage %d (id %q): %w", i, u.ID, err)

@@ -25,10 +25,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Config of the sink.
@@ -43,7 +42,7 @@ type Config struct {
 	FlushInterval time.Duration
 	// Location is the billing time zone, which decides each row's period (partition).
 	Location *time.Location
-	Services ingest.ServiceChecker
+	Services contract.ServiceChecker
 	// SessionTimeout: how soon the group notices a member that died.
 	SessionTimeout time.Duration
 }
@@ -155,7 +154,7 @@ type batch struct {
 func (s *Sink) write(ctx context.Context, b *batch) error {
 	first, last := b.msgs[0].Offset, b.msgs[len(b.msgs)-1].Offset
 	type row struct {
-		u      ingest.Usage
+		u      contract.Usage
 		period uint32
 		m      *kafka.Message
 	}
@@ -163,12 +162,12 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 	var dead []kafka.Message
 	for i := range b.msgs {
 		m := &b.msgs[i]
-		u, err := ingest.DecodeUsage(m.Value, m.Time, s.cfg.Services)
+		u, err := contract.DecodeUsage(m.Value, m.Time, s.cfg.Services)
 		if err != nil {
 			dead = append(dead, deadLetter(m, err))
 			continue
 		}
-		p := settle.PeriodOf(u.Time, s.cfg.Location)
+		p := contract.PeriodOf(u.Time, s.cfg.Location)
 		rows = append(rows, row{u: u, period: p.YYYYMM(), m: m})
 	}
 	if len(dead) > 0 {

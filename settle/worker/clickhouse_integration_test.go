@@ -13,8 +13,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/tally-billing/tally/contract"
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
-	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
@@ -57,7 +57,7 @@ func TestUsageLinesPassFirstCopiesOnly(t *testing.T) {
 	}
 	read := func(from, to Offsets) string {
 		var got []string
-		if err := usageRows(ctx, conn, from, to, func(u ingest.Usage, _ time.Time) error {
+		if err := usageRows(ctx, conn, from, to, func(u contract.Usage, _ time.Time) error {
 			got = append(got, fmt.Sprintf("%s@%d", u.ID, u.Time.Month()))
 			return nil
 		}); err != nil {

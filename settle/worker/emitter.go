@@ -9,9 +9,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // EmitterConfig says where the settle worker's output goes and how much of it is buffered.
@@ -96,7 +96,7 @@ func (e *Emitter) Add(ctx context.Context, o cloudevent.Out) error {
 		return fmt.Errorf("encode %s: %w", o.ID, err)
 	}
 	m := kafka.Message{Key: []byte(o.Subject), Value: raw}
-	if o.Type == settle.AccountSuspendedType || o.Type == settle.AccountResumedType {
+	if o.Type == contract.AccountSuspendedType || o.Type == contract.AccountResumedType {
 		e.status.add(m)
 	}
 	e.billing.add(m)

@@ -8,10 +8,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
-	"github.com/tally-billing/tally/settle"
 	"github.com/tally-billing/tally/settle/worker"
 )
 
@@ -65,16 +65,16 @@ func TestEmitterWritesInOrderByAccount(t *testing.T) {
 	for i := range perAccount {
 		for a := range accounts {
 			acct := fmt.Sprintf("acct-%03d", a)
-			typ := settle.BillIssuedType
+			typ := contract.BillIssuedType
 			if i%7 == 3 {
-				typ = settle.AccountSuspendedType
+				typ = contract.AccountSuspendedType
 			}
 			o := cloudevent.Out{ID: fmt.Sprintf("%s-%02d", acct, i), Type: typ, Subject: acct, Source: "test", SpecVersion: "1.0"}
 			if err := e.Add(context.Background(), o); err != nil {
 				t.Fatal(err)
 			}
 			want[acct] = append(want[acct], o.ID)
-			if typ == settle.AccountSuspendedType {
+			if typ == contract.AccountSuspendedType {
 				wantStatus[acct] = append(wantStatus[acct], o.ID)
 			}
 		}
@@ -111,7 +111,7 @@ func TestEmitterWritesInOrderByAccount(t *testing.T) {
 			t.Fatalf("status %s: got %v, want %v", acct, st.byKey[acct], ids)
 		}
 	}
-	if counted[settle.BillIssuedType]+counted[settle.AccountSuspendedType] != accounts*perAccount {
+	if counted[contract.BillIssuedType]+counted[contract.AccountSuspendedType] != accounts*perAccount {
 		t.Errorf("onWritten counted %v", counted)
 	}
 }
@@ -131,7 +131,7 @@ func TestEmitterStopsAfterAFailedFlush(t *testing.T) {
 	want := map[string][]string{}
 	for i := range 2000 {
 		acct := fmt.Sprintf("a%d", i%5)
-		o := cloudevent.Out{ID: fmt.Sprintf("ev-%04d", i), Type: settle.BillIssuedType, Subject: acct, Source: "test", SpecVersion: "1.0"}
+		o := cloudevent.Out{ID: fmt.Sprintf("ev-%04d", i), Type: contract.BillIssuedType, Subject: acct, Source: "test", SpecVersion: "1.0"}
 		if err := e.Add(context.Background(), o); err != nil {
 			t.Fatal(err)
 		}

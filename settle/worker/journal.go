@@ -11,10 +11,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Entry is one line of the settle worker's log.
@@ -31,7 +30,7 @@ type Entry struct {
 	// JournalOffset is the offset of the journal record (0 for usage lines, which are not in it).
 	JournalOffset int64
 	// Usage is a usage line's event, received at Received (nil for journal records).
-	Usage    *ingest.Usage
+	Usage    *contract.Usage
 	Received time.Time
 }
 
@@ -57,10 +56,8 @@ func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.
 		if err != nil {
 			return fmt.Errorf("journal offset %d is not a CloudEvent: %w", m.Offset, err)
 		}
-		if ev.Type == settle.ClockTickType {
-			var d struct {
-				Offsets map[string]int64 `json:"offsets"`
-			}
+		if ev.Type == contract.ClockTickType {
+			var d contract.ClockTickData
 			if err := json.Unmarshal(ev.Data, &d); err != nil {
 				return fmt.Errorf("journal tick at offset %d: %w", m.Offset, err)
 			}
@@ -72,7 +69,7 @@ func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.
 				}
 				to[int32(n)] = o
 			}
-			if err := usageRows(ctx, ch, covered, to, func(u ingest.Usage, received time.Time) error {
+			if err := usageRows(ctx, ch, covered, to, func(u contract.Usage, received time.Time) error {
 				return fn(Entry{Usage: &u, Received: received})
 			}); err != nil {
 				return err

@@ -18,9 +18,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/examples/ledger"
 	"github.com/tally-billing/tally/internal/testinfra"
-	"github.com/tally-billing/tally/settle"
 )
 
 // Ingest, the sink and the settle worker, the roles on the billing path, killed with SIGKILL at
@@ -109,19 +109,19 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	traffic := make(chan struct{})
 	go func() {
 		defer close(traffic)
-		produce := func(topic, key, raw string, when time.Time) {
-			testinfra.Produce(t, e.brokers, topic, []kafka.Message{{Key: []byte(key), Value: []byte(raw), Time: when}})
+		produce := func(topic, key string, ev contract.Event) {
+			testinfra.Produce(t, e.brokers, topic, []kafka.Message{{Key: []byte(key), Value: contract.MustEncode(ev), Time: ev.Time}})
 		}
-		produce(e.accounts, "acme", fmt.Sprintf(`{"specversion":"1.0","id":"act-1","type":%q,"time":%q,"data":{"account":"acme","service":"image-tagging"}}`,
-			settle.ActivatedType, now().Format(time.RFC3339)), now())
+		produce(e.accounts, "acme", contract.Event{ID: "act-1", Source: "console", Type: contract.ActivatedType, Time: now().Truncate(time.Second),
+			Data: contract.ActivationData{Account: "acme", Service: "image-tagging"}})
 		for day := 0; day < 61; day++ {
 			d := v0.AddDate(0, 0, day).Add(12 * time.Hour)
 			for now().Before(d) {
 				time.Sleep(2 * time.Millisecond)
 			}
 			for _, acct := range []string{"acme", "poor", "zed"} {
-				post(fmt.Sprintf(`{"specversion":"1.0","id":"%s-%d","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":"image-tagging","calls":%d}}`,
-					acct, day, d.Format(time.RFC3339), acct, 20_000+day*500))
+				post(string(contract.MustEncode(contract.Event{ID: fmt.Sprintf("%s-%d", acct, day), Source: "gw", Type: contract.UsageType, Time: d,
+					Data: contract.UsageData{Account: acct, Service: "image-tagging", Calls: int64(20_000 + day*500)}})))
 			}
 			if day == 35 {
 				// Recharge once the failed hold has suspended the account (the settlement may
@@ -132,8 +132,8 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 					"tally.account.suspended.v1:hold:poor:2026-09") {
 					time.Sleep(200 * time.Millisecond)
 				}
-				produce(e.ledger, "poor", fmt.Sprintf(`{"specversion":"1.0","id":"rc-poor","type":%q,"time":%q,"data":{"account":"poor","amount":"10000.00"}}`,
-					settle.RechargedType, d.Format(time.RFC3339)), d)
+				produce(e.ledger, "poor", contract.Event{ID: "rc-poor", Source: "ledger", Type: contract.RechargedType, Time: d,
+					Data: contract.RechargeData{Account: "poor", Amount: "10000.00"}})
 				_ = l.Recharge(ctx, "poor", decimal.NewFromInt(10_000))
 			}
 		}
@@ -297,9 +297,9 @@ func TestStandbyTakesOverFromAKilledLeader(t *testing.T) {
 	}
 	_ = leader.Process.Signal(syscall.SIGKILL)
 	_ = leader.Wait()
-	testinfra.Produce(t, e.brokers, e.ledger, []kafka.Message{{Key: []byte("acme"), Time: now(), Value: []byte(fmt.Sprintf(
-		`{"specversion":"1.0","id":"hf-1","source":"ledger","type":%q,"time":%q,"data":{"account":"acme","hold_id":"hold:acme:2026-11"}}`,
-		settle.HoldFailedType, now().Format(time.RFC3339Nano)))}})
+	failedAt := now()
+	testinfra.Produce(t, e.brokers, e.ledger, []kafka.Message{{Key: []byte("acme"), Time: failedAt, Value: contract.MustEncode(contract.Event{
+		ID: "hf-1", Source: "ledger", Type: contract.HoldFailedType, Time: failedAt, Data: contract.HoldReplyData{Account: "acme", HoldID: "hold:acme:2026-11"}})}})
 	waitFor("the standby to take over", func() bool { return leading(standbyAdmin) })
 	e.billingLinesUntil(t, func(lines []string) bool {
 		return strings.Contains(strings.Join(lines, "\n"), "tally.account.suspended.v1:hold:acme:2026-11")

@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/contract"
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
@@ -331,7 +332,7 @@ func (m *monthBench) checkOnce(b *testing.B) {
 			return fmt.Errorf("%s emitted twice", o.ID)
 		}
 		seen[o.ID] = true
-		if o.Type == settle.BillIssuedType {
+		if o.Type == contract.BillIssuedType {
 			bills++
 		}
 		return nil

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -10,8 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tally-billing/tally/ingest"
-	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/kafkax"
 )
 
@@ -26,7 +24,7 @@ type Offsets map[int32]int64
 // yet, and it need not remember every id it has seen. Offsets, not times, bound a tick's usage,
 // so a record appended after a settlement with an older timestamp is billed at the next one (as
 // late), never skipped.
-func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u ingest.Usage, received time.Time) error) error {
+func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u contract.Usage, received time.Time) error) error {
 	var inRange, below []string
 	var rangeArgs, belowArgs []any
 	for p, end := range to {
@@ -67,35 +65,19 @@ func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u 
 		if err := rows.Scan(&id, &account, &service, &at, &calls, &received, &partition, &offset); err != nil {
 			return err
 		}
-		if err := fn(ingest.Usage{ID: id, Account: account, Service: service, Calls: int64(calls), Time: at}, received); err != nil {
+		if err := fn(contract.Usage{ID: id, Account: account, Service: service, Calls: int64(calls), Time: at}, received); err != nil {
 			return err
 		}
 	}
 	return rows.Err()
 }
 
-// UsageLine is the CloudEvent line of a stored usage row. It is JSON-encoded (not Go-quoted):
-// an id may hold any character the gateway sent.
-func UsageLine(u ingest.Usage, received time.Time) []byte {
-	type data struct {
-		Account string `json:"account"`
-		Service string `json:"service"`
-		Calls   int64  `json:"calls"`
-	}
-	raw, err := json.Marshal(struct {
-		SpecVersion string `json:"specversion"`
-		ID          string `json:"id"`
-		Source      string `json:"source"`
-		Type        string `json:"type"`
-		Time        string `json:"time"`
-		RecordedAt  string `json:"recordedat"`
-		Data        data   `json:"data"`
-	}{cloudevent.SpecVersion, u.ID, "tally.usage_events", ingest.UsageType, cloudevent.FormatTime(u.Time.UTC()), cloudevent.FormatTime(received.UTC()),
-		data{u.Account, u.Service, u.Calls}})
-	if err != nil { // strings and numbers always encode
-		panic(err)
-	}
-	return raw
+// UsageLine is the CloudEvent line of a stored usage row, written by contract.Encode. Ingest
+// stores only UTF-8 ids (encoding/json decodes a bad byte as U+FFFD); a row written to ClickHouse
+// by other means gets the same replacement here rather than stopping an export.
+func UsageLine(u contract.Usage, received time.Time) []byte {
+	return contract.MustEncode(contract.Event{ID: strings.ToValidUTF8(u.ID, "\uFFFD"), Source: "tally.usage_events", Type: contract.UsageType, Time: u.Time.UTC(), RecordedAt: received.UTC(),
+		Data: contract.UsageData{Account: u.Account, Service: u.Service, Calls: u.Calls}})
 }
 
 // firstUsage is when ingest received the earliest stored usage, and the earliest instant a stored

@@ -9,8 +9,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/tally-billing/tally/contract"
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
-	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
@@ -38,7 +38,7 @@ func BenchmarkUsageLines(b *testing.B) {
 	var n int
 	for range b.N {
 		n = 0
-		if err := usageRows(ctx, conn, Offsets{}, to, func(u ingest.Usage, received time.Time) error {
+		if err := usageRows(ctx, conn, Offsets{}, to, func(u contract.Usage, received time.Time) error {
 			_ = UsageLine(u, received) // what the figure in BENCHMARKS.md includes
 			n++
 			return nil

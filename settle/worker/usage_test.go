@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/settle"
 )
@@ -16,12 +16,12 @@ func TestUsageLineRoundTrips(t *testing.T) {
 	at := time.Date(2026, 10, 5, 2, 0, 0, 123456789, time.UTC)
 	received := at.Add(time.Second)
 	for _, id := range []string{"plain", "quote\"back\\slash", "ctl\x01\x7f", "ünïcødé-请求", "<html>&"} {
-		u := ingest.Usage{ID: id, Account: "acme", Service: "image-tagging", Calls: 7, Time: at}
+		u := contract.Usage{ID: id, Account: "acme", Service: "image-tagging", Calls: 7, Time: at}
 		ev, err := cloudevent.Decode(UsageLine(u, received))
 		if err != nil {
 			t.Fatalf("%q: %v", id, err)
 		}
-		got, err := ingest.ParseUsage(ev, ev.RecordedAt, settle.DefaultCatalogue())
+		got, err := contract.ParseUsage(ev, ev.RecordedAt, settle.DefaultCatalogue())
 		if err != nil || got.ID != id || got.Calls != 7 || !got.Time.Equal(at) || !ev.RecordedAt.Equal(received) {
 			t.Fatalf("%q: got %+v (recorded %v), err %v", id, got, ev.RecordedAt, err)
 		}
@@ -38,7 +38,7 @@ func FuzzStoredUsageMatchesItsLine(f *testing.F) {
 	f.Add("u", "acme", "no-such-service", int64(0), int64(0), int64(-400_000_000_000))
 	f.Add("<id>", "acme", "image-enhancement", int64(1_000_001), int64(1_790_000_000_000_000_001), int64(5))
 	f.Fuzz(func(t *testing.T, id, account, service string, calls, at, receivedAfter int64) {
-		u := ingest.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: time.Unix(0, at).UTC()}
+		u := contract.Usage{ID: id, Account: account, Service: service, Calls: calls, Time: time.Unix(0, at).UTC()}
 		received := u.Time.Add(time.Duration(receivedAfter)).Truncate(time.Millisecond) // received_at holds milliseconds
 		cfg := settle.Config{Catalogue: settle.DefaultCatalogue(), Location: time.UTC}
 		var direct, viaLine []string

@@ -30,7 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/telemetry"
@@ -157,7 +157,7 @@ func (w *Worker) emit(o cloudevent.Out) error {
 func (w *Worker) line(raw []byte) error { return w.applied(w.rep.Line(raw)) }
 
 // usage applies a stored usage event as line applies its log line (UsageLine), only faster.
-func (w *Worker) usage(u ingest.Usage, received time.Time) error {
+func (w *Worker) usage(u contract.Usage, received time.Time) error {
 	return w.applied(w.rep.StoredUsage(u, received, func() []byte { return UsageLine(u, received) }))
 }
 
@@ -386,7 +386,7 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 	loc := w.cfg.Billing.Location
 	if !w.lastTick.IsZero() {
 		// The month holding lastTick − grace ends after lastTick: the next month-end instant.
-		s := settle.PeriodOf(w.lastTick.Add(-w.cfg.Grace), loc).End(loc).Add(w.cfg.Grace)
+		s := contract.PeriodOf(w.lastTick.Add(-w.cfg.Grace), loc).End(loc).Add(w.cfg.Grace)
 		return !now.Before(s), s, nil
 	}
 	if w.firstTick.IsZero() {
@@ -404,10 +404,10 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 		if !occurred.IsZero() && occurred.Before(first) {
 			first = occurred
 		}
-		w.firstTick = settle.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
+		w.firstTick = contract.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
 		if !received.Before(w.firstTick) && w.firstTick.Before(now) {
 			w.log.Info("settle: backfill: nothing was received before the first month's instant; settling every month due with all usage received so far",
-				"first_month", settle.PeriodOf(first, loc).String(), "first_received", received, "instant", now)
+				"first_month", contract.PeriodOf(first, loc).String(), "first_received", received, "instant", now)
 			w.firstTick = now
 		}
 	}
@@ -418,7 +418,7 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 // day 3 of its month, the last day bills may be issued.
 func (w *Worker) overdue(s, now time.Time) bool {
 	loc := w.cfg.Billing.Location
-	p := settle.PeriodOf(s.Add(-w.cfg.Grace), loc) // the month in which bills are issued
+	p := contract.PeriodOf(s.Add(-w.cfg.Grace), loc) // the month in which bills are issued
 	late := !now.Before(p.Start(loc).AddDate(0, 0, 3))
 	if late {
 		w.metrics.Overdue.Set(1)
@@ -451,10 +451,7 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 		return err
 	}
 	usageRead := time.Since(start)
-	tick, err := tickLine(s, w.cfg.Billing.Location, covered)
-	if err != nil {
-		return err
-	}
+	tick := tickLine(s, w.cfg.Billing.Location, covered)
 	if err := w.journal.writePartition(ctx, 0, []kafka.Message{{Key: []byte("tick"), Value: tick}}); err != nil {
 		return fmt.Errorf("journal tick: %w", err)
 	}
@@ -471,17 +468,14 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 	return nil
 }
 
-func tickLine(s time.Time, loc *time.Location, covered Offsets) ([]byte, error) {
-	at := cloudevent.FormatTime(s.In(loc))
+func tickLine(s time.Time, loc *time.Location, covered Offsets) []byte {
+	at := s.In(loc)
 	offs := map[string]int64{}
 	for p, o := range covered {
 		offs[strconv.Itoa(int(p))] = o
 	}
-	data, err := json.Marshal(map[string]any{"offsets": offs})
-	if err != nil {
-		return nil, err
-	}
-	return fmt.Appendf(nil, `{"specversion":"1.0","id":"tick:%s","source":"tally.settle","type":%q,"time":%q,"data":%s}`, at, settle.ClockTickType, at, data), nil
+	return contract.MustEncode(contract.Event{ID: "tick:" + cloudevent.FormatTime(at), Source: "tally.settle", Type: contract.ClockTickType, Time: at,
+		Data: contract.ClockTickData{Offsets: offs}})
 }
 
 // input is a record read from the accounts or ledger topic.

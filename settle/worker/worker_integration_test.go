@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
+	"github.com/tally-billing/tally/contract"
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
@@ -108,15 +110,16 @@ func (e *env) startWorker(t *testing.T, ctx context.Context) (chan error, *worke
 func (e *env) send(t *testing.T, topic, key, typ, id, when string, data string) {
 	t.Helper()
 	e.clock.Set(when)
-	raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"test","type":%q,"time":%q,"data":%s}`, id, typ, when, data)
-	testinfra.Produce(t, e.brokers, topic, []kafka.Message{{Key: []byte(key), Value: []byte(raw), Time: at(when)}})
+	raw := contract.MustEncode(contract.Event{ID: id, Source: "test", Type: typ, Time: at(when), Data: json.RawMessage(data)})
+	testinfra.Produce(t, e.brokers, topic, []kafka.Message{{Key: []byte(key), Value: raw, Time: at(when)}})
 }
 
 func (e *env) usageCall(t *testing.T, id, account, service string, calls int, happened, received string) {
 	t.Helper()
 	e.clock.Set(received)
-	raw := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":%q,"data":{"account":%q,"service":%q,"calls":%d}}`, id, happened, account, service, calls)
-	testinfra.Produce(t, e.brokers, e.usage, []kafka.Message{{Key: []byte(account), Value: []byte(raw), Time: at(received)}})
+	raw := contract.MustEncode(contract.Event{ID: id, Source: "gw", Type: contract.UsageType, Time: at(happened),
+		Data: contract.UsageData{Account: account, Service: service, Calls: int64(calls)}})
+	testinfra.Produce(t, e.brokers, e.usage, []kafka.Message{{Key: []byte(account), Value: raw, Time: at(received)}})
 }
 
 // billingLines waits until the billing topic holds n events and returns them.
@@ -202,8 +205,8 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	e.startSink(t, ctx)
 	e.clock.Set("2026-10-01T08:00:00+08:00")
 	done, firstMetrics := e.startWorker(t, ctx)
-	e.send(t, e.accounts, "acme", settle.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
-	e.send(t, e.accounts, "globex", settle.PriceOverrideType, "po-1", "2026-10-02T09:00:00+08:00",
+	e.send(t, e.accounts, "acme", contract.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
+	e.send(t, e.accounts, "globex", contract.PriceOverrideType, "po-1", "2026-10-02T09:00:00+08:00",
 		`{"account":"globex","service":"vehicle-recognition","effective_from":"2026-10-01T00:00:00+08:00","tiers":[{"from_calls":0,"unit_price":"2.0"}]}`)
 	e.usageCall(t, "u1", "acme", "image-tagging", 600_000, "2026-10-03T10:00:00+08:00", "2026-10-03T10:00:01+08:00")
 	e.usageCall(t, "u2", "acme", "image-tagging", 399_000, "2026-10-04T10:00:00+08:00", "2026-10-04T10:00:01+08:00")
@@ -223,7 +226,7 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 		t.Fatalf("after October: %d events\n%s", len(oct), strings.Join(oct, "\n"))
 	}
 	// The ledger fails globex's hold; the worker restarts; a recharge and a placed hold follow.
-	e.send(t, e.ledger, "globex", settle.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"globex","hold_id":"hold:globex:2026-11"}`)
+	e.send(t, e.ledger, "globex", contract.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"globex","hold_id":"hold:globex:2026-11"}`)
 	e.billingLines(t, 5)
 	cancel()
 	if err := <-done; err != nil {
@@ -234,9 +237,9 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	e.startSink(t, ctx)
 	done, metrics := e.startWorker(t, ctx)
 	e.usageCall(t, "u5", "acme", "image-tagging", 2_000, "2026-10-31T23:59:30+08:00", "2026-11-02T08:00:00+08:00") // late: crosses a tier
-	e.send(t, e.ledger, "globex", settle.RechargedType, "rc-1", "2026-11-03T09:00:00+08:00", `{"account":"globex","amount":"500.00"}`)
+	e.send(t, e.ledger, "globex", contract.RechargedType, "rc-1", "2026-11-03T09:00:00+08:00", `{"account":"globex","amount":"500.00"}`)
 	e.billingLines(t, 6) // the hold is requested again
-	e.send(t, e.ledger, "globex", settle.HoldPlacedType, "hp-1", "2026-11-03T09:00:05+08:00", `{"account":"globex","hold_id":"hold:globex:2026-11"}`)
+	e.send(t, e.ledger, "globex", contract.HoldPlacedType, "hp-1", "2026-11-03T09:00:05+08:00", `{"account":"globex","hold_id":"hold:globex:2026-11"}`)
 	e.billingLines(t, 7) // and the account resumes
 	e.usageCall(t, "u6", "globex", "vehicle-recognition", 1_000, "2026-11-10T10:00:00+08:00", "2026-11-10T10:00:01+08:00")
 	e.clock.Set("2026-12-01T01:00:01+08:00") // November settles
@@ -389,7 +392,7 @@ func TestStandbyTakesOverFromTheLeader(t *testing.T) {
 	}
 	a, b := start(), start()
 	exactlyOne(a, b)
-	e.send(t, e.accounts, "acme", settle.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
+	e.send(t, e.accounts, "acme", contract.ActivatedType, "act-1", "2026-10-01T09:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
 	e.usageCall(t, "u1", "acme", "image-tagging", 600_000, "2026-10-03T10:00:00+08:00", "2026-10-03T10:00:01+08:00")
 	time.Sleep(time.Second)
 	e.clock.Set("2026-11-01T01:00:00+08:00") // October settles, on whichever leads
@@ -414,7 +417,7 @@ func TestStandbyTakesOverFromTheLeader(t *testing.T) {
 	if !leading(standby) {
 		t.Fatal("the standby never took over")
 	}
-	e.send(t, e.ledger, "acme", settle.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"acme","hold_id":"hold:acme:2026-11"}`)
+	e.send(t, e.ledger, "acme", contract.HoldFailedType, "hf-1", "2026-11-01T02:00:00+08:00", `{"account":"acme","hold_id":"hold:acme:2026-11"}`)
 	e.usageCall(t, "u2", "acme", "image-tagging", 1_000, "2026-11-10T10:00:00+08:00", "2026-11-10T10:00:01+08:00")
 	time.Sleep(time.Second)
 	e.clock.Set("2026-12-01T01:00:01+08:00") // November settles, on the former standby

@@ -1,4 +1,4 @@
-package ingest
+package contract
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
@@ -177,6 +178,35 @@ func BenchmarkDecodeUsage(b *testing.B) {
 			if _, err := ParseUsage(ev, received, catalogue{}); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// Whatever an id, account or service holds, Encode writes JSON that DecodeUsage reads back as the
+// same usage, or rejects for the field at fault: never a different event.
+func FuzzEncodedUsageDecodes(f *testing.F) {
+	f.Add("ev-1", "acme", "image-tagging", int64(3))
+	f.Add(`"},"x":1`, `a"b`, "image-tagging", int64(1))
+	f.Add("\u2028<&>\\", "acme", "image-tagging\x00", int64(1_000_001))
+	f.Fuzz(func(t *testing.T, id, account, service string, calls int64) {
+		at := received.Add(-time.Hour)
+		raw, err := Encode(Event{ID: id, Source: "fuzz", Type: UsageType, Time: at, Data: UsageData{Account: account, Service: service, Calls: calls}})
+		if err != nil {
+			if utf8.ValidString(id) {
+				t.Fatalf("id %q: %v", id, err)
+			}
+			return // JSON cannot carry it unaltered, so Encode refuses it
+		}
+		u, err := DecodeUsage(raw, received, catalogue{})
+		if err != nil {
+			var ce *cloudevent.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("%s: %v is not a reason for the sender", raw, err)
+			}
+			return
+		}
+		if u.ID != id || u.Account != account || u.Service != service || u.Calls != calls || !u.Time.Equal(at) {
+			t.Fatalf("%s decoded as %+v", raw, u)
 		}
 	})
 }

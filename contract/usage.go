@@ -1,7 +1,4 @@
-// Package ingest owns the usage event contract (SPEC §4): its type, its validation, and (later)
-// the HTTP ingest API and the gateway producer client. Every stage validates usage with this
-// code, so a record is judged the same way at the edge, in the sink and in replay.
-package ingest
+package contract
 
 import (
 	"encoding/json"
