@@ -29,6 +29,8 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	retention := fs.Duration("usage-retention", 35*24*time.Hour, "retention of the usage and dead-letter topics (ClickHouse keeps the data)")
 	skipKafka := fs.Bool("skip-kafka", false, "only apply the ClickHouse schema")
 	skipClickHouse := fs.Bool("skip-clickhouse", false, "only create the Kafka topics")
+	lockWait := fs.Duration("lock-wait", 2*time.Minute, "how long to wait for another migrator of the database")
+	lockStale := fs.Duration("lock-stale-after", 10*time.Minute, "age after which a migrator's lock is taken to be left by a dead one and taken over (longer than the longest migration)")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
@@ -36,7 +38,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+*lockWait)
 	defer cancel()
 	if !*skipKafka {
 		ret := strconv.FormatInt(retention.Milliseconds(), 10)
@@ -63,7 +65,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		if err != nil {
 			return err
 		}
-		applied, err := chx.Migrate(ctx, chcfg, chschema.Migrations, log)
+		applied, err := chx.MigrateWith(ctx, chcfg, chschema.Migrations, log, chx.MigrateOptions{LockWait: *lockWait, StaleAfter: *lockStale})
 		if err != nil {
 			return fmt.Errorf("clickhouse schema: %w (is ClickHouse at %s running? `make up` starts one)", err, *cf.addr)
 		}
