@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -18,16 +16,8 @@ import (
 // identity once), counted per month and per pack window (between consecutive bounds): all prepaid
 // packs ask of a call, so a quote from these counts is exact (settle.CallsAt).
 func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, account, service string, from, to contract.Period, bounds []time.Time) ([]settle.CallsAt, error) {
-	nanos := make([]string, len(bounds))
-	for i, b := range bounds {
-		nanos[i] = strconv.FormatInt(b.UnixNano(), 10)
-	}
-	// The window index is how many bounds lie at or before the call: 0 before the first.
-	rows, err := ch.Query(ctx, fmt.Sprintf(`
-		SELECT period, toUInt32(arraySum(arrayMap(b -> toUnixTimestamp64Nano(event_time) >= b, [%s]))) AS window, toInt64(sum(calls))
-		FROM usage_events FINAL
-		WHERE account = ? AND service = ? AND period >= ? AND period <= ?
-		GROUP BY period, window`, strings.Join(nanos, ",")), account, service, from.YYYYMM(), to.YYYYMM())
+	query, args := windowedCallsQuery(account, service, from, to, bounds)
+	rows, err := ch.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read the calls prepaid packs cover from usage_events: %w", err)
 	}
@@ -46,6 +36,19 @@ func windowedCalls(ctx context.Context, ch driver.Conn, loc *time.Location, acco
 		out = append(out, settle.CallsAt{At: at, Calls: calls})
 	}
 	return out, rows.Err()
+}
+
+// windowedCallsQuery is windowedCalls' query. A call's window is how many bounds lie at or before
+// it (0: before the first); the bounds are bound as an array of Unix nanoseconds.
+func windowedCallsQuery(account, service string, from, to contract.Period, bounds []time.Time) (string, []any) {
+	nanos := make([]int64, len(bounds))
+	for i, b := range bounds {
+		nanos[i] = b.UnixNano()
+	}
+	return `SELECT period, toUInt32(arraySum(arrayMap(b -> toUnixTimestamp64Nano(event_time) >= b, CAST(? AS Array(Int64))))) AS window, toInt64(sum(calls))
+		FROM usage_events FINAL
+		WHERE account = ? AND service = ? AND period >= ? AND period <= ?
+		GROUP BY period, window`, []any{nanos, account, service, from.YYYYMM(), to.YYYYMM()}
 }
 
 // fitToRunning makes the calls of period p add up to the running total: usage_events trails the

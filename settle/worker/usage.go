@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,32 +27,10 @@ type Offsets map[int32]int64
 // so a record appended after a settlement with an older timestamp is billed at the next one (as
 // late), never skipped.
 func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u contract.Usage, received time.Time) error) error {
-	var inRange, below []string
-	var rangeArgs, belowArgs []any
-	for p, end := range to {
-		below = append(below, "(kafka_partition = ? AND kafka_offset < ?)")
-		belowArgs = append(belowArgs, p, end)
-		if start := from[p]; end > start {
-			inRange = append(inRange, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
-			rangeArgs = append(rangeArgs, p, start, end)
-		}
-	}
-	if len(inRange) == 0 {
+	query, args, ok := firstCopyUsageQuery(from, to)
+	if !ok {
 		return nil
 	}
-	rangeCond := strings.Join(inRange, " OR ")
-	// The months the range touches, in receive order, each identity's first row kept (LIMIT 1
-	// BY): the first copy may lie before the range, and then the range's copy is a retry.
-	// (As fast as reading the range alone; a GROUP BY with argMin was four times slower.)
-	query := `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset FROM (
-			SELECT id, account, service, period, event_time, calls, received_at, kafka_partition, kafka_offset
-			FROM usage_events
-			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE ` + rangeCond + `) AND (` + strings.Join(below, " OR ") + `)
-			ORDER BY received_at, kafka_partition, kafka_offset
-			LIMIT 1 BY account, service, period, id)
-		WHERE ` + rangeCond + `
-		ORDER BY received_at, kafka_partition, kafka_offset`
-	args := append(append(append([]any{}, rangeArgs...), belowArgs...), rangeArgs...)
 	rows, err := ch.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
@@ -70,6 +50,40 @@ func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u 
 		}
 	}
 	return rows.Err()
+}
+
+// firstCopyUsageQuery is usageRows' query: the rows with offsets in [from, to) of each partition
+// that are the first copy of their identity among all rows before to. ok is false when the range
+// is empty. Partitions are taken in order, so the same offsets give the same text.
+func firstCopyUsageQuery(from, to Offsets) (query string, args []any, ok bool) {
+	var inRange, below []string
+	var rangeArgs, belowArgs []any
+	for _, p := range slices.Sorted(maps.Keys(to)) {
+		end := to[p]
+		below = append(below, "(kafka_partition = ? AND kafka_offset < ?)")
+		belowArgs = append(belowArgs, p, end)
+		if start := from[p]; end > start {
+			inRange = append(inRange, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
+			rangeArgs = append(rangeArgs, p, start, end)
+		}
+	}
+	if len(inRange) == 0 {
+		return "", nil, false
+	}
+	rangeCond := strings.Join(inRange, " OR ")
+	// The months the range touches, in receive order, each identity's first row kept (LIMIT 1
+	// BY): the first copy may lie before the range, and then the range's copy is a retry.
+	// (As fast as reading the range alone; a GROUP BY with argMin was four times slower.)
+	query = `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset FROM (
+			SELECT id, account, service, period, event_time, calls, received_at, kafka_partition, kafka_offset
+			FROM usage_events
+			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE ` + rangeCond + `) AND (` + strings.Join(below, " OR ") + `)
+			ORDER BY received_at, kafka_partition, kafka_offset
+			LIMIT 1 BY account, service, period, id)
+		WHERE ` + rangeCond + `
+		ORDER BY received_at, kafka_partition, kafka_offset`
+	args = append(append(append([]any{}, rangeArgs...), belowArgs...), rangeArgs...)
+	return query, args, true
 }
 
 // UsageLine is the CloudEvent line of a stored usage row, written by contract.Encode. Ingest

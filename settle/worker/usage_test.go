@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +72,55 @@ func FuzzStoredUsageMatchesItsLine(f *testing.F) {
 			t.Fatal("the billing states differ")
 		}
 	})
+}
+
+func TestFirstCopyUsageQuery(t *testing.T) {
+	cases := []struct {
+		name     string
+		from, to Offsets
+		ok       bool
+		// what the two range conditions and the look-back bind, in order
+		rangeArgs, belowArgs []any
+	}{
+		{"nothing new", Offsets{0: 5, 1: 9}, Offsets{0: 5, 1: 9}, false, nil, nil},
+		{"first tick", Offsets{}, Offsets{1: 4, 0: 7}, true,
+			[]any{int32(0), int64(0), int64(7), int32(1), int64(0), int64(4)}, []any{int32(0), int64(7), int32(1), int64(4)}},
+		// partition 0 has nothing new but still bounds the look-back for first copies
+		{"one partition moved", Offsets{0: 5, 1: 2}, Offsets{0: 5, 1: 9}, true,
+			[]any{int32(1), int64(2), int64(9)}, []any{int32(0), int64(5), int32(1), int64(9)}},
+		{"new partition", Offsets{0: 5}, Offsets{0: 5, 2: 3}, true,
+			[]any{int32(2), int64(0), int64(3)}, []any{int32(0), int64(5), int32(2), int64(3)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			q, args, ok := firstCopyUsageQuery(c.from, c.to)
+			if ok != c.ok {
+				t.Fatalf("ok = %v", ok)
+			}
+			if !ok {
+				return
+			}
+			if n := strings.Count(q, "?"); n != len(args) {
+				t.Fatalf("%d placeholders, %d args", n, len(args))
+			}
+			want := append(append(append([]any{}, c.rangeArgs...), c.belowArgs...), c.rangeArgs...)
+			if fmt.Sprint(args) != fmt.Sprint(want) {
+				t.Fatalf("args %v; want %v", args, want)
+			}
+			for i := range args {
+				if fmt.Sprintf("%T", args[i]) != fmt.Sprintf("%T", want[i]) {
+					t.Fatalf("arg %d is %T; want %T", i, args[i], want[i])
+				}
+			}
+			// First copies: one row per identity, the earliest received, before the range is cut.
+			for _, must := range []string{"LIMIT 1 BY account, service, period, id", "ORDER BY received_at, kafka_partition, kafka_offset\n\t\t\tLIMIT 1 BY"} {
+				if !strings.Contains(q, must) {
+					t.Fatalf("query lacks %q:\n%s", must, q)
+				}
+			}
+			if q2, _, _ := firstCopyUsageQuery(c.from, c.to); q2 != q {
+				t.Fatal("the same offsets gave two query texts")
+			}
+		})
+	}
 }
