@@ -38,6 +38,7 @@ func runSink(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	r.admin.AddCheck("usage partitions", s.Ready)
 	r.run(s.Run)
 	return r.wait()
 }

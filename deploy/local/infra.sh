@@ -36,15 +36,18 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# kafka_jar_set names what deploy/local/kafka/pom.xml fetches: change it with the pom, so a cache
+# filled by an older pom is fetched again.
+kafka_jar_set=broker+tools
 install_kafka() {
-  [ -f "$kafka_libs/.complete" ] && return 0
+  [ -f "$kafka_libs/.complete-$kafka_jar_set" ] && return 0
   command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven) and Java 17"
   log "fetching Apache Kafka $KAFKA_VERSION jars into $kafka_libs"
   rm -rf "$kafka_libs"; mkdir -p "$kafka_libs"
   mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_libs" >&2 \
     || die "maven could not fetch kafka $KAFKA_VERSION"
-  touch "$kafka_libs/.complete"
+  touch "$kafka_libs/.complete-$kafka_jar_set"
 }
 
 install_chdb() {

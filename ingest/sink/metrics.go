@@ -10,6 +10,8 @@ type Metrics struct {
 	InsertSeconds prometheus.Histogram
 	BatchRows     prometheus.Histogram
 	Lag           *prometheus.GaugeVec
+	Gaps          *prometheus.CounterVec
+	Stopped       *prometheus.GaugeVec
 }
 
 // NewMetrics registers the sink metrics on reg.
@@ -24,6 +26,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_sink_consumer_lag", Help: "Records behind the end of the partition."}, []string{"partition"}),
 	}
-	reg.MustRegister(m.Rows, m.DeadLetters, m.Errors, m.InsertSeconds, m.BatchRows, m.Lag)
+	m.Gaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_sink_gaps_total",
+		Help: "Partitions stopped because records would be lost (reason: deleted_before_read, progress_past_end)."}, []string{"reason"})
+	m.Stopped = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_sink_partition_stopped_records",
+		Help: "Records at risk in a partition stopped on a gap (0: running); alert on > 0. See `tally gaps`."}, []string{"partition", "reason"})
+	reg.MustRegister(m.Rows, m.DeadLetters, m.Errors, m.InsertSeconds, m.BatchRows, m.Lag, m.Gaps, m.Stopped)
 	return m
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -45,6 +46,9 @@ type Config struct {
 	Services contract.ServiceChecker
 	// SessionTimeout: how soon the group notices a member that died.
 	SessionTimeout time.Duration
+	// GapPollInterval is how often a partition stopped on a gap looks for its acknowledgement
+	// (default 5 s).
+	GapPollInterval time.Duration
 }
 
 // Validate reports every problem at once.
@@ -56,7 +60,7 @@ func (c Config) Validate() error {
 	if c.Topic == "" || c.DLQTopic == "" || c.Group == "" {
 		errs = append(errs, errors.New("sink: topic, dead-letter topic and group must be set"))
 	}
-	if c.BatchRows <= 0 || c.FlushInterval <= 0 || c.SessionTimeout <= 0 {
+	if c.BatchRows <= 0 || c.FlushInterval <= 0 || c.SessionTimeout <= 0 || c.GapPollInterval < 0 {
 		errs = append(errs, errors.New("sink: batch rows, flush interval and session timeout must be positive"))
 	}
 	if c.Location == nil || c.Services == nil {
@@ -72,6 +76,9 @@ type Sink struct {
 	dlq     *kafka.Writer
 	log     *slog.Logger
 	metrics *Metrics
+
+	mu    sync.Mutex
+	stops map[int]*GapError // partitions stopped on a gap
 }
 
 // New builds a sink writing through ch (a connection to the database holding usage_events).
@@ -79,7 +86,10 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: cfg, ch: ch, log: log, metrics: metrics, dlq: &kafka.Writer{
+	if cfg.GapPollInterval == 0 {
+		cfg.GapPollInterval = 5 * time.Second
+	}
+	return &Sink{cfg: cfg, ch: ch, log: log, metrics: metrics, stops: map[int]*GapError{}, dlq: &kafka.Writer{
 		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 10,
 	}}, nil
@@ -94,10 +104,31 @@ func (s *Sink) Run(ctx context.Context) error {
 }
 
 // consume runs one partition until ctx ends or a write fails (the caller then restarts it from
-// the progress recorded in ClickHouse, so nothing is skipped).
+// the progress recorded in ClickHouse, so nothing is skipped). On a gap it stops the partition
+// until the gap is acknowledged, then goes on from the new progress.
 func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int) error {
+	for {
+		err := s.consumeFrom(ctx, gen, partition)
+		var gap *GapError
+		if !errors.As(err, &gap) {
+			return err
+		}
+		if err := s.stopped(ctx, gap); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition int) error {
 	next, err := s.progress(ctx, partition)
 	if err != nil {
+		return err
+	}
+	expected := next // the offset the next record must have
+	if next == kafka.FirstOffset {
+		expected = 0
+	}
+	if err := s.checkResume(ctx, partition, expected); err != nil {
 		return err
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
@@ -105,14 +136,15 @@ func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond, QueueCapacity: 4096,
 	})
 	defer r.Close()
-	if err := r.SetOffset(next); err != nil {
-		return fmt.Errorf("seek partition %d to %d: %w", partition, next, err)
+	if err := r.SetOffset(expected); err != nil {
+		return fmt.Errorf("seek partition %d to %d: %w", partition, expected, err)
 	}
-	s.log.Info("sink: consuming", "partition", partition, "from_offset", next)
+	s.log.Info("sink: consuming", "partition", partition, "from_offset", expected)
 	lag := s.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
 	b := &batch{topic: s.cfg.Topic, partition: partition}
 	for {
 		deadline := time.Now().Add(s.cfg.FlushInterval)
+		var stop error // a gap: write what came before it, then stop
 		for len(b.msgs) < s.cfg.BatchRows {
 			fctx, cancel := context.WithDeadline(ctx, deadline)
 			m, err := r.FetchMessage(fctx)
@@ -126,21 +158,29 @@ func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int
 				}
 				return fmt.Errorf("fetch partition %d: %w", partition, err)
 			}
+			if m.Offset > expected {
+				if stop = s.checkJump(ctx, partition, expected, m.Offset); stop != nil {
+					break
+				}
+			}
+			expected = m.Offset + 1
 			b.msgs = append(b.msgs, m)
 		}
 		lag.Set(float64(r.Stats().Lag))
-		if len(b.msgs) == 0 {
-			continue
+		if len(b.msgs) > 0 {
+			if err := s.write(ctx, b); err != nil {
+				return err
+			}
+			last := b.msgs[len(b.msgs)-1].Offset
+			// Kafka's committed offset is for lag dashboards only; ClickHouse decides where to resume.
+			if err := gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: last + 1}}); err != nil && ctx.Err() == nil {
+				s.log.Debug("sink: commit offset for monitoring failed", "partition", partition, "err", err)
+			}
+			b.msgs = b.msgs[:0]
 		}
-		if err := s.write(ctx, b); err != nil {
-			return err
+		if stop != nil {
+			return stop
 		}
-		last := b.msgs[len(b.msgs)-1].Offset
-		// Kafka's committed offset is for lag dashboards only; ClickHouse decides where to resume.
-		if err := gen.CommitOffsets(map[string]map[int]int64{s.cfg.Topic: {partition: last + 1}}); err != nil && ctx.Err() == nil {
-			s.log.Debug("sink: commit offset for monitoring failed", "partition", partition, "err", err)
-		}
-		b.msgs = b.msgs[:0]
 	}
 }
 

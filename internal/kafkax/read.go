@@ -178,3 +178,23 @@ func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.M
 	close(errc)
 	return <-errc
 }
+
+// PartitionBounds are the offset of the first record still in partition p of topic (the log
+// start: retention and deleted records move it) and the offset after its last record.
+func PartitionBounds(ctx context.Context, brokers []string, topic string, p int) (first, end int64, err error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
+	}
+	for _, po := range resp.Topics[topic] {
+		if po.Partition != p {
+			continue
+		}
+		if po.Error != nil {
+			return 0, 0, fmt.Errorf("offsets of %s/%d: %w", topic, p, po.Error)
+		}
+		return po.FirstOffset, po.LastOffset, nil
+	}
+	return 0, 0, fmt.Errorf("offsets of %s/%d: the broker did not answer for the partition", topic, p)
+}

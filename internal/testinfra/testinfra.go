@@ -213,3 +213,81 @@ func BuildTally(t testing.TB, moduleRoot string) string {
 	}
 	return bin
 }
+
+// KafkaTool runs one of Kafka's own command-line tools (a main class, as the kafka-*.sh scripts
+// run it) with the jars `make up` fetched, and returns its output; the test fails if it does.
+// TALLY_TEST_KAFKA_LIBS names the jar directory when it is not where deploy/local/infra.sh puts it.
+func KafkaTool(t testing.TB, class string, args ...string) string {
+	t.Helper()
+	libs := os.Getenv("TALLY_TEST_KAFKA_LIBS")
+	if libs == "" {
+		libs = defaultKafkaLibs(t)
+	}
+	if _, err := os.Stat(filepath.Join(libs, "kafka-tools-"+kafkaVersion(t)+".jar")); err != nil {
+		t.Fatalf("Kafka's tools are not in %s (%v): run `make up` (it fetches them), or set TALLY_TEST_KAFKA_LIBS", libs, err)
+	}
+	cmd := exec.Command("java", append([]string{"-cp", filepath.Join(libs, "*"), class}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", class, args, err, out)
+	}
+	return string(out)
+}
+
+// KafkaDeleteRecords deletes the records of topic/partition before offset, as
+// `kafka-delete-records.sh` does: the log start moves to offset, as retention would move it.
+func KafkaDeleteRecords(t testing.TB, brokers []string, topic string, partition int, before int64) {
+	t.Helper()
+	spec := fmt.Sprintf(`{"version":1,"partitions":[{"topic":%q,"partition":%d,"offset":%d}]}`, topic, partition, before)
+	f := filepath.Join(t.TempDir(), "delete-records.json")
+	if err := os.WriteFile(f, []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	KafkaTool(t, "org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", strings.Join(brokers, ","), "--offset-json-file", f)
+}
+
+// moduleRoot is the directory holding go.mod, above the test's working directory.
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func kafkaVersion(t testing.TB) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(moduleRoot(t), "deploy", "local", "versions.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^KAFKA_VERSION=(\S+)`).FindSubmatch(raw)
+	if m == nil {
+		t.Fatal("deploy/local/versions.env has no KAFKA_VERSION")
+	}
+	return string(m[1])
+}
+
+// defaultKafkaLibs is where deploy/local/infra.sh keeps the Kafka jars.
+func defaultKafkaLibs(t testing.TB) string {
+	cache := os.Getenv("TALLY_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "tally")
+	}
+	return filepath.Join(cache, "kafka-"+kafkaVersion(t), "libs")
+}

@@ -1,0 +1,167 @@
+package sink_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/ingest/sink"
+	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
+)
+
+func newSink(t *testing.T, e *env) (*sink.Sink, *sink.Metrics) {
+	t.Helper()
+	loc, _ := time.LoadLocation("Asia/Shanghai")
+	m := sink.NewMetrics(prometheus.NewRegistry())
+	s, err := sink.New(sink.Config{Brokers: e.brokers, Topic: e.topic, DLQTopic: e.dlq, Group: e.grp, BatchRows: 100,
+		FlushInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, GapPollInterval: 100 * time.Millisecond,
+		Location: loc, Services: settle.DefaultCatalogue()}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, m
+}
+
+func usageRecords(from, to int) []kafka.Message {
+	var msgs []kafka.Message
+	for i := from; i < to; i++ {
+		msgs = append(msgs, kafka.Message{Key: []byte("acme"), Value: usage(fmt.Sprintf("g%d", i), "acme", "image-tagging", 1, "2026-10-05T10:00:00+08:00")})
+	}
+	return msgs
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Records Kafka deleted before the sink read them (retention overtaking a stopped sink; here
+// Kafka's own kafka-delete-records tool) stop the partition loudly (readiness, metric, a
+// usage_gaps row) instead of being skipped, until an operator acknowledges the loss.
+func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
+	e := setup(t, 1)
+	produce(t, e, usageRecords(0, 10))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runSink(t, e, ctx)
+	waitForProgress(t, e, time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// While the sink is down, 10 more arrive and Kafka drops all but the last 5.
+	produce(t, e, usageRecords(10, 20))
+	testinfra.KafkaDeleteRecords(t, e.brokers, e.topic, 0, 15)
+
+	s, m := newSink(t, e)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	done = make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	eventually(t, "the sink to report the gap", func() bool { return s.Ready(ctx) != nil })
+	if err := s.Ready(ctx); !strings.Contains(err.Error(), "partition 0 stopped (deleted_before_read, offsets 10-15)") {
+		t.Fatalf("readiness: %v", err)
+	}
+	if v := testutil.ToFloat64(m.Stopped.WithLabelValues("0", sink.GapDeleted)); v != 5 {
+		t.Fatalf("stopped-records gauge %v; want 5", v)
+	}
+	var gaps []sink.Gap
+	eventually(t, "the gap to be recorded", func() bool {
+		gaps, _ = sink.ListGaps(ctx, e.conn)
+		return len(gaps) == 1
+	})
+	if g := gaps[0]; g.From != 10 || g.To != 15 || g.Partition != 0 || g.Consumer != e.grp || !g.AcknowledgedAt.IsZero() {
+		t.Fatalf("recorded gap %+v", g)
+	}
+	time.Sleep(500 * time.Millisecond) // the stopped partition must not move on by itself
+	if n := count(t, e, "SELECT count() FROM usage_events FINAL"); n != 10 {
+		t.Fatalf("%d rows while stopped; want the 10 written before the gap, none after it", n)
+	}
+
+	if _, err := sink.AcknowledgeGap(ctx, e.conn, e.grp, e.topic, 0, 11, "test", ""); err == nil {
+		t.Fatal("acknowledging a gap that is not recorded was accepted")
+	}
+	if _, err := sink.AcknowledgeGap(ctx, e.conn, e.grp, e.topic, 0, 10, "", ""); err == nil {
+		t.Fatal("an acknowledgement by nobody was accepted")
+	}
+	if _, err := sink.AcknowledgeGap(ctx, e.conn, e.grp, e.topic, 0, 10, "test", "records gone for good"); err != nil {
+		t.Fatal(err)
+	}
+	waitForProgress(t, e, time.Minute)
+	eventually(t, "readiness after the acknowledgement", func() bool { return s.Ready(ctx) == nil })
+	if n := count(t, e, "SELECT count() FROM usage_events FINAL"); n != 15 {
+		t.Fatalf("%d rows after the acknowledgement; want 10 + the 5 after the gap", n)
+	}
+	if v := testutil.ToFloat64(m.Stopped.WithLabelValues("0", sink.GapDeleted)); v != 0 {
+		t.Fatalf("stopped-records gauge %v after the acknowledgement", v)
+	}
+	if gaps, _ = sink.ListGaps(ctx, e.conn); len(gaps) != 1 || gaps[0].AcknowledgedBy != "test" || gaps[0].AcknowledgedAt.IsZero() {
+		t.Fatalf("gaps after the acknowledgement: %+v", gaps)
+	}
+	if _, err := sink.AcknowledgeGap(ctx, e.conn, e.grp, e.topic, 0, 10, "test", ""); err == nil {
+		t.Fatal("a second acknowledgement was accepted")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A usage topic recreated under a database that has progress for it: the sink stops the
+// partition rather than skip the new topic's first records.
+func TestSinkStopsWhenItsProgressIsPastTheTopic(t *testing.T) {
+	e := setup(t, 1)
+	produce(t, e, usageRecords(0, 10))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runSink(t, e, ctx)
+	waitForProgress(t, e, time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithTimeout(context.Background(), time.Minute)
+	defer acancel()
+	if err := kafkax.DeleteTopics(actx, e.brokers, e.topic); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the topic to be created again", func() bool {
+		return kafkax.CreateTopics(actx, e.brokers, kafkax.TopicSpec{Name: e.topic, Partitions: 1}) == nil
+	})
+	produce(t, e, usageRecords(100, 103))
+
+	s, m := newSink(t, e)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	done = make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	eventually(t, "the sink to stop the partition", func() bool { return s.Ready(ctx) != nil })
+	if err := s.Ready(ctx); !strings.Contains(err.Error(), "progress_past_end, offsets 3-10") {
+		t.Fatalf("readiness: %v", err)
+	}
+	if v := testutil.ToFloat64(m.Stopped.WithLabelValues("0", sink.GapAhead)); v != 7 {
+		t.Fatalf("stopped-records gauge %v; want 7", v)
+	}
+	if n := count(t, e, "SELECT count() FROM usage_events FINAL"); n != 10 {
+		t.Fatalf("%d rows; want the first topic's 10, none of the new one's mistaken for them", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
