@@ -32,7 +32,7 @@ func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slo
 
 // Run follows every partition from the beginning until ctx ends.
 func (a *Accounts) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, a.brokers, a.topic, a.apply, a.caughtUp)
+	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: a.brokers, Topic: a.topic, CaughtUp: a.caughtUp, Failing: a.readFailing, Log: a.log}, a.apply)
 }
 
 func (a *Accounts) apply(m kafka.Message) {

@@ -40,7 +40,8 @@ func NewStatuses(brokers []string, topic string, log *slog.Logger) *Statuses {
 
 // Run follows every partition from the beginning until ctx ends.
 func (s *Statuses) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, s.brokers, s.topic, func(m kafka.Message) { s.apply(m.Value) }, s.caughtUp)
+	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: s.brokers, Topic: s.topic, CaughtUp: s.caughtUp, Failing: s.readFailing, Log: s.log},
+		func(m kafka.Message) { s.apply(m.Value) })
 }
 
 func (s *Statuses) apply(raw []byte) {

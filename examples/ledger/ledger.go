@@ -83,14 +83,14 @@ func (l *Ledger) Run(ctx context.Context) error {
 	defer l.out.Close()
 	var mu sync.Mutex
 	var failed error
-	err := kafkax.Follow(ctx, l.cfg.Brokers, l.cfg.BillingTopic, func(m kafka.Message) {
+	err := kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: l.cfg.Brokers, Topic: l.cfg.BillingTopic, Log: l.log}, func(m kafka.Message) {
 		if err := l.apply(ctx, m.Value); err != nil && ctx.Err() == nil {
 			mu.Lock()
 			failed = errors.Join(failed, err)
 			mu.Unlock()
 			l.log.Error("example ledger: answering failed", "err", err)
 		}
-	}, nil)
+	})
 	return errors.Join(err, failed)
 }
 

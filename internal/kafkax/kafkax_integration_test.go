@@ -3,6 +3,9 @@ package kafkax_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,11 +116,11 @@ func TestFollowSaysWhenCaughtUp(t *testing.T) {
 	var seen atomic.Int64
 	atCaughtUp := make(chan int64, 1)
 	go func() {
-		_ = kafkax.Follow(ctx, brokers, topic, func(kafka.Message) { seen.Add(1) }, func() { atCaughtUp <- seen.Load() })
+		_ = kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: brokers, Topic: topic, CaughtUp: func() { atCaughtUp <- seen.Load() }}, func(kafka.Message) { seen.Add(1) })
 	}()
 	emptyCaughtUp := make(chan struct{})
 	go func() {
-		_ = kafkax.Follow(ctx, brokers, empty, func(kafka.Message) {}, func() { close(emptyCaughtUp) })
+		_ = kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: brokers, Topic: empty, CaughtUp: func() { close(emptyCaughtUp) }}, func(kafka.Message) {})
 	}()
 	select {
 	case n := <-atCaughtUp:
@@ -131,5 +134,83 @@ func TestFollowSaysWhenCaughtUp(t *testing.T) {
 	case <-emptyCaughtUp:
 	case <-time.After(30 * time.Second):
 		t.Fatal("an empty topic never caught up")
+	}
+}
+
+// A follower keeps going through a broker that dies and comes back: no record lost, none twice,
+// and Follow does not return (it used to end the role on the first read error).
+func TestFollowRidesOutABrokerRestart(t *testing.T) {
+	b := testinfra.StartBroker(t)
+	brokers := b.Brokers()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const topic = "follow-restart"
+	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(from, to int) {
+		var msgs []kafka.Message
+		for i := from; i < to; i++ {
+			msgs = append(msgs, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))})
+		}
+		testinfra.Produce(t, brokers, topic, msgs)
+	}
+	produce(0, 100)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var failures, recoveries atomic.Int64
+	followed := make(chan error, 1)
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		followed <- kafkax.Follow(fctx, kafkax.FollowConfig{Brokers: brokers, Topic: topic, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Failing: func(err error) {
+				if err != nil {
+					failures.Add(1)
+				} else {
+					recoveries.Add(1)
+				}
+			}}, func(m kafka.Message) {
+			mu.Lock()
+			seen[string(m.Value)]++
+			mu.Unlock()
+		})
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !cond() {
+			select {
+			case err := <-followed:
+				t.Fatalf("Follow returned (%v) while waiting for %s", err, what)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (%d records seen)", what, count())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitUntil("the first 100 records", func() bool { return count() == 100 })
+	b.Kill()
+	time.Sleep(5 * time.Second)
+	b.Start()
+	produce(100, 200)
+	waitUntil("the records produced after the restart", func() bool { return count() == 200 })
+	mu.Lock()
+	for v, n := range seen {
+		if n != 1 {
+			t.Errorf("record %s handed over %d times", v, n)
+		}
+	}
+	mu.Unlock()
+	// The outage was seen (a readiness check following Failing went red) and is over (green).
+	if f, r := failures.Load(), recoveries.Load(); f == 0 || r != f {
+		t.Errorf("failing spells reported: %d, recoveries: %d; want at least one, each recovered", f, r)
+	}
+	stop()
+	if err := <-followed; err != nil {
+		t.Fatalf("Follow returned %v at shutdown", err)
 	}
 }

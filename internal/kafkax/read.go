@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,73 +111,164 @@ func readRange(ctx context.Context, brokers []string, topic string, p int, first
 	}
 }
 
-// Follow reads every partition of topic from the start and keeps following it until ctx ends,
-// calling fn (from one goroutine per partition) for each record. caughtUp, when not nil, is
-// called once, when every partition has been read up to its end as of the call (so a follower
-// can tell it holds the whole topic). It returns the first read error.
-func Follow(ctx context.Context, brokers []string, topic string, fn func(kafka.Message), caughtUp func()) error {
-	parts, err := Partitions(ctx, brokers, topic)
-	if err != nil {
-		return err
+// FollowConfig says what Follow reads and whom it tells.
+type FollowConfig struct {
+	Brokers []string
+	Topic   string
+	// CaughtUp, when not nil, is called once, when every partition has been read up to its end
+	// as of the start (so a follower can tell it holds the whole topic).
+	CaughtUp func()
+	// Failing, when not nil, is called with the read error when reading starts failing, and with
+	// nil when it works again: a readiness check can follow it.
+	Failing func(error)
+	Log     *slog.Logger
+}
+
+// followBackoff bounds the wait between two attempts after a read error.
+const followBackoffMax = 30 * time.Second
+
+// Follow reads every partition of the topic from the start and keeps following it until ctx
+// ends, calling fn (from one goroutine per partition) for each record in partition order. A
+// read error (a broker restart, a leader moving, Kafka down for an hour) never stops it: the
+// partition is read again from the record after the last one handed to fn, with a backoff, and
+// the error is logged once per failing spell and passed to Failing. It returns nil when ctx ends.
+func Follow(ctx context.Context, cfg FollowConfig, fn func(kafka.Message)) error {
+	f := &follower{cfg: cfg}
+	var parts []int
+	for attempt := 0; ; attempt++ {
+		var err error
+		if parts, err = Partitions(ctx, cfg.Brokers, cfg.Topic); err == nil {
+			f.ok()
+			break
+		}
+		f.failed(-1, err)
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return nil
+		}
 	}
 	var behind atomic.Int64
 	behind.Store(int64(len(parts)))
 	done := func() {
-		if behind.Add(-1) == 0 && caughtUp != nil {
-			caughtUp()
+		if behind.Add(-1) == 0 && cfg.CaughtUp != nil {
+			cfg.CaughtUp()
 		}
 	}
-	if len(parts) == 0 && caughtUp != nil {
-		caughtUp()
-	}
 	var wg sync.WaitGroup
-	errc := make(chan error, len(parts))
 	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 200 * time.Millisecond})
-			defer r.Close()
-			if err := r.SetOffset(kafka.FirstOffset); err != nil {
-				errc <- err
-				return
-			}
-			end, err := r.ReadLag(ctx) // from the first offset: the records up to the end
-			if err != nil {
-				errc <- fmt.Errorf("follow %s/%d: end offset: %w", topic, p, err)
-				return
-			}
-			caught := end == 0
-			if caught {
-				done()
-			}
-			for {
-				rctx, cancel := context.WithTimeout(ctx, time.Second)
-				m, err := r.ReadMessage(rctx)
-				cancel()
-				switch {
-				case ctx.Err() != nil:
-					return
-				case err == nil:
-					fn(m)
-				case !errors.Is(err, context.DeadlineExceeded):
-					errc <- fmt.Errorf("follow %s/%d: %w", topic, p, err)
+		wg.Go(func() {
+			next, caught := kafka.FirstOffset, false
+			for attempt := 0; ctx.Err() == nil; attempt++ {
+				err := f.partition(ctx, p, &next, &caught, done, fn)
+				if ctx.Err() != nil {
 					return
 				}
-				// Idle or not, the partition is caught up once nothing is left to read (offsets
-				// compacted away at the end included).
-				if !caught && (err != nil || r.Lag() == 0) {
-					if lag, lerr := r.ReadLag(ctx); lerr == nil && lag == 0 {
-						caught = true
-						done()
-					}
+				f.failed(p, err)
+				if !sleepCtx(ctx, backoff(attempt)) {
+					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	close(errc)
-	return <-errc
+	return nil
+}
+
+type follower struct {
+	cfg     FollowConfig
+	mu      sync.Mutex
+	failing map[int]bool // partitions (-1: metadata) whose last read failed
+}
+
+func (f *follower) failed(p int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing == nil {
+		f.failing = map[int]bool{}
+	}
+	first := len(f.failing) == 0
+	if !f.failing[p] && f.cfg.Log != nil {
+		f.cfg.Log.Warn("kafka: reading failed; retrying with backoff", "topic", f.cfg.Topic, "partition", p, "err", err)
+	}
+	f.failing[p] = true
+	if first && f.cfg.Failing != nil {
+		f.cfg.Failing(err)
+	}
+}
+
+func (f *follower) ok(p ...int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := -1
+	if len(p) > 0 {
+		key = p[0]
+	}
+	if !f.failing[key] {
+		return
+	}
+	delete(f.failing, key)
+	if f.cfg.Log != nil {
+		f.cfg.Log.Info("kafka: reading works again", "topic", f.cfg.Topic, "partition", key)
+	}
+	if len(f.failing) == 0 && f.cfg.Failing != nil {
+		f.cfg.Failing(nil)
+	}
+}
+
+// partition reads p from *next until ctx ends or a read fails, advancing *next past each record
+// handed to fn.
+func (f *follower) partition(ctx context.Context, p int, next *int64, caught *bool, done func(), fn func(kafka.Message)) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.cfg.Brokers, Topic: f.cfg.Topic, Partition: p, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(*next); err != nil {
+		return err
+	}
+	if !*caught {
+		lag, err := r.ReadLag(ctx) // from *next: the records up to the end
+		if err != nil {
+			return fmt.Errorf("follow %s/%d: end offset: %w", f.cfg.Topic, p, err)
+		}
+		if lag == 0 {
+			*caught = true
+			done()
+		}
+	}
+	f.ok(p)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := r.ReadMessage(rctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			fn(m)
+			*next = m.Offset + 1
+		case !errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("follow %s/%d: %w", f.cfg.Topic, p, err)
+		}
+		// Idle or not, the partition is caught up once nothing is left to read (offsets
+		// compacted away at the end included).
+		if !*caught && (err != nil || r.Lag() == 0) {
+			if lag, lerr := r.ReadLag(ctx); lerr == nil && lag == 0 {
+				*caught = true
+				done()
+			}
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := time.Second << min(attempt, 5)
+	return min(d, followBackoffMax)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 // PartitionBounds are the offset of the first record still in partition p of topic (the log
