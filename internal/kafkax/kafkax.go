@@ -25,15 +25,20 @@ func SplitBrokers(s string) []string {
 }
 
 // Ping asks the cluster for its metadata through the first broker that answers, proving it
-// serves the Kafka protocol (an open port is not enough).
+// serves the Kafka protocol (an open port is not enough), with a real round trip each time.
 func Ping(ctx context.Context, brokers []string) error {
 	if len(brokers) == 0 {
 		return errors.New("kafka: no brokers configured")
 	}
 	var errs []error
 	for _, b := range brokers {
-		client := &kafka.Client{Addr: kafka.TCP(b), Timeout: 5 * time.Second}
+		// A transport of its own: kafka-go's shared one answers metadata requests from its cache
+		// (transport.go, connPool.roundTrip), so a ping through it stays green for a while after
+		// the brokers are gone. A fresh one makes the round trip.
+		tr := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour}
+		client := &kafka.Client{Addr: kafka.TCP(b), Timeout: 5 * time.Second, Transport: tr}
 		md, err := client.Metadata(ctx, &kafka.MetadataRequest{})
+		tr.CloseIdleConnections()
 		if err == nil && len(md.Brokers) > 0 {
 			return nil
 		}

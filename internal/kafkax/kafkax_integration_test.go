@@ -214,3 +214,24 @@ func TestFollowRidesOutABrokerRestart(t *testing.T) {
 		t.Fatalf("Follow returned %v at shutdown", err)
 	}
 }
+
+// Readiness checks ping Kafka: the ping must fail once the broker is gone, not answer from a
+// metadata cache, and pass again when it is back.
+func TestPingTellsWhenTheBrokerIsDown(t *testing.T) {
+	b := testinfra.StartBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for range 3 {
+		if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Stop()
+	if err := kafkax.Ping(ctx, b.Brokers()); err == nil {
+		t.Fatal("ping of a stopped broker succeeded")
+	}
+	b.Start()
+	if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
+		t.Fatalf("ping after the restart: %v", err)
+	}
+}
