@@ -29,6 +29,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	retention := fs.Duration("usage-retention", 35*24*time.Hour, "retention of the usage and dead-letter topics (ClickHouse keeps the data)")
 	skipKafka := fs.Bool("skip-kafka", false, "only apply the ClickHouse schema")
 	skipClickHouse := fs.Bool("skip-clickhouse", false, "only create the Kafka topics")
+	replication := fs.Int("replication-factor", 0, "replicas of each topic: new topics get this many, existing ones must have at least this many (0: the broker's default, not checked)")
 	lockWait := fs.Duration("lock-wait", 2*time.Minute, "how long to wait for another migrator of the database")
 	lockStale := fs.Duration("lock-stale-after", 10*time.Minute, "age after which a migrator's lock is taken to be left by a dead one and taken over (longer than the longest migration)")
 	if err := env.parse(fs, args); err != nil {
@@ -51,13 +52,24 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 			{Name: *tf.billing, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
 			{Name: *tf.status, Partitions: *otherPartitions, Configs: compact},
 			{Name: *tf.totals, Partitions: *otherPartitions, Configs: compact},
-			{Name: *tf.journal, Partitions: 1, Configs: map[string]string{"retention.ms": "-1"}},
+			{Name: *tf.journal, Partitions: 1, ExactPartitions: true, Configs: map[string]string{"retention.ms": "-1"}},
 		}
-		if err := kafkax.CreateTopics(ctx, kf.list(), specs...); err != nil {
+		for i := range specs {
+			specs[i].ReplicationFactor = *replication
+		}
+		checks, err := kafkax.EnsureTopics(ctx, kf.list(), specs...)
+		for _, c := range checks {
+			switch {
+			case c.Created:
+				log.Info("kafka topic created", "topic", c.Name, "partitions", c.Partitions)
+			case len(c.Repaired) > 0:
+				log.Warn("kafka topic repaired: its settings differed from what Tally needs", "topic", c.Name, "partitions", c.Partitions, "set", c.Repaired)
+			default:
+				log.Info("kafka topic ready", "topic", c.Name, "partitions", c.Partitions)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("kafka topics: %w (is Kafka at %s running? `make up` starts one)", err, *kf.brokers)
-		}
-		for _, s := range specs {
-			log.Info("kafka topic ready", "topic", s.Name, "partitions", s.Partitions)
 		}
 	}
 	if !*skipClickHouse {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -56,6 +57,12 @@ type TopicSpec struct {
 	Partitions int
 	// Configs are topic-level settings such as cleanup.policy=compact or retention.ms.
 	Configs map[string]string
+	// ExactPartitions: the topic must have exactly Partitions (the one-partition journal);
+	// otherwise Partitions is only what a new topic gets.
+	ExactPartitions bool
+	// ReplicationFactor is the replicas a new topic gets and an existing one must have at
+	// least (0: the broker's default, not checked).
+	ReplicationFactor int
 }
 
 // CreateTopics creates the topics that do not exist yet; existing ones are left as they are.
@@ -68,6 +75,9 @@ func CreateTopics(ctx context.Context, brokers []string, specs ...TopicSpec) err
 	cfgs := make([]kafka.TopicConfig, 0, len(specs))
 	for _, s := range specs {
 		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: -1}
+		if s.ReplicationFactor > 0 {
+			tc.ReplicationFactor = s.ReplicationFactor
+		}
 		for k, v := range s.Configs {
 			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
 		}
@@ -150,4 +160,129 @@ func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) 
 		return nil, fmt.Errorf("dial kafka controller %s: %w", addr, err)
 	}
 	return cc, nil
+}
+
+// TopicCheck is what EnsureTopics found of one topic.
+type TopicCheck struct {
+	Name       string
+	Created    bool
+	Partitions int
+	// Repaired are the settings that differed from the spec and were set to it, "key: was → now".
+	Repaired []string
+}
+
+// EnsureTopics creates the topics that do not exist and verifies the ones that do, so no role
+// relies on what broker auto-creation or an earlier hand would have made: a setting of Configs
+// that differs (a status topic that is not compacted expires suspensions; a finite retention on
+// the accounts topic forgets activations) is set to the spec; a partition count that differs
+// where the spec requires it exactly (ExactPartitions), or a replication factor below the spec's,
+// is refused, since changing either moves keys or cannot be done in place.
+func EnsureTopics(ctx context.Context, brokers []string, specs ...TopicSpec) ([]TopicCheck, error) {
+	tr := &kafka.Transport{MetadataTTL: time.Hour} // its own: a fresh view, not the shared cache
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return nil, fmt.Errorf("describe topics: %w", err)
+	}
+	existing := map[string]kafka.Topic{}
+	for _, t := range md.Topics {
+		if t.Error == nil {
+			existing[t.Name] = t
+		}
+	}
+	var missing []TopicSpec
+	checks := make([]TopicCheck, len(specs))
+	for i, s := range specs {
+		checks[i] = TopicCheck{Name: s.Name, Partitions: s.Partitions}
+		if _, ok := existing[s.Name]; !ok {
+			missing = append(missing, s)
+			checks[i].Created = true
+		}
+	}
+	if len(missing) > 0 {
+		if err := CreateTopics(ctx, brokers, missing...); err != nil {
+			return nil, err
+		}
+	}
+	var errs []error
+	for i, s := range specs {
+		t, ok := existing[s.Name]
+		if !ok {
+			continue
+		}
+		checks[i].Partitions = len(t.Partitions)
+		if s.ExactPartitions && len(t.Partitions) != s.Partitions {
+			errs = append(errs, fmt.Errorf("topic %s has %d partitions; it must have exactly %d: delete and recreate it (it holds state: only when that state is gone or rebuilt)",
+				s.Name, len(t.Partitions), s.Partitions))
+		}
+		if s.ReplicationFactor > 0 {
+			for _, p := range t.Partitions {
+				if len(p.Replicas) < s.ReplicationFactor {
+					errs = append(errs, fmt.Errorf("topic %s partition %d has %d replicas; want %d: reassign its partitions (kafka-reassign-partitions)",
+						s.Name, p.ID, len(p.Replicas), s.ReplicationFactor))
+					break
+				}
+			}
+		}
+		repaired, err := repairConfigs(ctx, client, s)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		checks[i].Repaired = repaired
+	}
+	return checks, errors.Join(errs...)
+}
+
+func repairConfigs(ctx context.Context, client *kafka.Client, s TopicSpec) ([]string, error) {
+	if len(s.Configs) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(s.Configs))
+	for k := range s.Configs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: s.Name, ConfigNames: keys}}})
+	if err != nil {
+		return nil, fmt.Errorf("describe the settings of topic %s: %w", s.Name, err)
+	}
+	have := map[string]string{}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return nil, fmt.Errorf("describe the settings of topic %s: %w", s.Name, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			have[e.ConfigName] = e.ConfigValue
+		}
+	}
+	var repaired []string
+	var ops []kafka.IncrementalAlterConfigsRequestConfig
+	for _, k := range keys {
+		if have[k] != s.Configs[k] {
+			repaired = append(repaired, fmt.Sprintf("%s: %s → %s", k, have[k], s.Configs[k]))
+			ops = append(ops, kafka.IncrementalAlterConfigsRequestConfig{Name: k, Value: s.Configs[k], ConfigOperation: kafka.ConfigOperationSet})
+		}
+	}
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	ar, err := client.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: s.Name, Configs: ops}}})
+	if err == nil {
+		for _, r := range ar.Resources {
+			if r.Error != nil {
+				err = r.Error
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set %v on topic %s: %w", repaired, s.Name, err)
+	}
+	return repaired, nil
 }

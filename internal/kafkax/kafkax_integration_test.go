@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -233,5 +235,49 @@ func TestPingTellsWhenTheBrokerIsDown(t *testing.T) {
 	b.Start()
 	if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
 		t.Fatalf("ping after the restart: %v", err)
+	}
+}
+
+// migrate's topic check: a missing topic is created, a setting that differs is set back (a
+// status topic made by hand without compaction would expire suspensions), a partition count the
+// spec requires exactly is refused when different, and a second run changes nothing.
+func TestEnsureTopicsCreatesRepairsAndRefuses(t *testing.T) {
+	brokers, status := testinfra.Topic(t, 2, map[string]string{"retention.ms": "86400000"})
+	_, journal := testinfra.Topic(t, 2, nil)
+	fresh := testinfra.UniqueName(t, "t")
+	t.Cleanup(func() { _ = kafkax.DeleteTopics(context.Background(), brokers, fresh) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want := map[string]string{"cleanup.policy": "compact", "retention.ms": "-1"}
+	specs := []kafkax.TopicSpec{{Name: status, Partitions: 4, Configs: want}, {Name: fresh, Partitions: 3, Configs: map[string]string{"retention.ms": "-1"}}}
+	checks, err := kafkax.EnsureTopics(ctx, brokers, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(checks[0].Repaired, []string{"cleanup.policy: delete → compact", "retention.ms: 86400000 → -1"}) || checks[0].Created || checks[0].Partitions != 2 {
+		t.Fatalf("existing topic: %+v", checks[0])
+	}
+	if !checks[1].Created || checks[1].Partitions != 3 {
+		t.Fatalf("missing topic: %+v", checks[1])
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{
+		Resources: []kafka.DescribeConfigRequestResource{{ResourceType: kafka.ResourceTypeTopic, ResourceName: status, ConfigNames: []string{"cleanup.policy", "retention.ms"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range resp.Resources[0].ConfigEntries {
+		if want[e.ConfigName] != e.ConfigValue {
+			t.Errorf("after the repair %s = %s; want %s", e.ConfigName, e.ConfigValue, want[e.ConfigName])
+		}
+	}
+	again, err := kafkax.EnsureTopics(ctx, brokers, specs...)
+	if err != nil || len(again[0].Repaired) != 0 || again[1].Created {
+		t.Fatalf("second run: %+v, %v", again, err)
+	}
+	_, err = kafkax.EnsureTopics(ctx, brokers, kafkax.TopicSpec{Name: journal, Partitions: 1, ExactPartitions: true})
+	if err == nil || !strings.Contains(err.Error(), "must have exactly 1") {
+		t.Fatalf("a journal with 2 partitions: %v", err)
 	}
 }
