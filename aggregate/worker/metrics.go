@@ -10,6 +10,7 @@ type Metrics struct {
 	CheckpointSeconds prometheus.Histogram
 	FullCheckpoints   prometheus.Counter
 	Lag               *prometheus.GaugeVec
+	Lost              *prometheus.CounterVec
 	Differences       *prometheus.GaugeVec
 }
 
@@ -28,6 +29,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_aggregate_reconcile_differences",
 			Help: "(account, service) pairs whose running total differs from the exact recount, at the last periodic reconciliation."}, []string{"period"}),
 	}
-	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.FullCheckpoints, m.Lag, m.Differences)
+	m.Lost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregate_records_lost_total",
+		Help: "Usage records Kafka deleted before the aggregator read them (where: fold, or window for the dedup window rebuilt at a restart); alert on any."}, []string{"partition", "where"})
+	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.FullCheckpoints, m.Lag, m.Differences, m.Lost)
 	return m
 }

@@ -332,3 +332,59 @@ func TestCheckpointsFollowRecordsThatChangeNothing(t *testing.T) {
 	testinfra.Produce(t, e.brokers, e.topic, tail)
 	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, 1), 30*time.Second, committed, e.group)
 }
+
+// Records Kafka deleted before the aggregator read them are counted and reported, never skipped
+// in silence: the partition goes on (running totals are advisory), the metric says how many.
+func TestAggregateReportsRecordsDeletedBeforeItReadThem(t *testing.T) {
+	e := setup(t, 1)
+	record := func(i int) kafka.Message {
+		return kafka.Message{Key: []byte("acme"), Value: contract.MustEncode(contract.Event{ID: fmt.Sprintf("d%d", i), Source: "gw", Type: contract.UsageType,
+			Time: at("2026-10-15T10:00:00+08:00"), Data: contract.UsageData{Account: "acme", Service: "image-tagging", Calls: 1}})}
+	}
+	run := func(ctx context.Context) (*worker.Worker, *worker.Metrics, chan error) {
+		m := worker.NewMetrics(prometheus.NewRegistry())
+		w, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, Group: e.group, Window: 3, CheckpointInterval: 50 * time.Millisecond,
+			SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()},
+			e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		return w, m, done
+	}
+	committed := "SELECT kafka_partition, max(next_offset) FROM aggregate_checkpoints WHERE consumer = ? GROUP BY kafka_partition"
+	var first []kafka.Message
+	for i := range 10 {
+		first = append(first, record(i))
+	}
+	testinfra.Produce(t, e.brokers, e.topic, first)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, _, done := run(ctx)
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, 1), 30*time.Second, committed, e.group)
+	cancel()
+	<-done
+
+	var more []kafka.Message
+	for i := 10; i < 20; i++ {
+		more = append(more, record(i))
+	}
+	testinfra.Produce(t, e.brokers, e.topic, more)
+	testinfra.KafkaDeleteRecords(t, e.brokers, e.topic, 0, 15) // 10..14 are gone unread; 7..9 (the window) too
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	w, m, done := run(ctx)
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.topic, 1), 30*time.Second, committed, e.group)
+	if v := testutil.ToFloat64(m.Lost.WithLabelValues("0", "fold")); v != 5 {
+		t.Errorf("records lost to the fold: %v; want 5", v)
+	}
+	if v := testutil.ToFloat64(m.Lost.WithLabelValues("0", "window")); v != 3 {
+		t.Errorf("records lost to the dedup window: %v; want 3", v)
+	}
+	totals, ok, _ := w.AccountUsage("acme", contract.Period{Year: 2026, Month: 10})
+	if !ok || totals["image-tagging"] != 15 {
+		t.Errorf("running total %v (ok %v); want the 10 read before and the 5 after the hole", totals, ok)
+	}
+	cancel()
+	<-done
+}

@@ -69,11 +69,11 @@ func (s *Sink) checkResume(ctx context.Context, partition int, expected int64) e
 // if the log start has passed expected (records were there and are gone); offsets a topic never
 // had (transaction markers, compaction) are no loss.
 func (s *Sink) checkJump(ctx context.Context, partition int, expected, got int64) error {
-	first, _, err := kafkax.PartitionBounds(ctx, s.cfg.Brokers, s.cfg.Topic, partition)
+	deleted, _, err := kafkax.Deleted(ctx, s.cfg.Brokers, s.cfg.Topic, partition, expected)
 	if err != nil {
 		return err
 	}
-	if first > expected {
+	if deleted {
 		return &GapError{Topic: s.cfg.Topic, Partition: partition, Reason: GapDeleted, From: expected, To: got}
 	}
 	s.log.Debug("sink: offsets skipped with no records deleted", "partition", partition, "from", expected, "to", got)

@@ -290,3 +290,15 @@ func PartitionBounds(ctx context.Context, brokers []string, topic string, p int)
 	}
 	return 0, 0, fmt.Errorf("offsets of %s/%d: the broker did not answer for the partition", topic, p)
 }
+
+// Deleted reports whether records of partition p at or after offset expected are gone from Kafka
+// (its log start has passed expected): a reader that was asked for expected and handed something
+// later skipped records (kafka-go moves to the log start silently), rather than meeting offsets
+// the topic never had (transaction markers, compaction). first is the log start.
+func Deleted(ctx context.Context, brokers []string, topic string, p int, expected int64) (deleted bool, first int64, err error) {
+	first, _, err = PartitionBounds(ctx, brokers, topic, p)
+	if err != nil {
+		return false, 0, err
+	}
+	return first > expected, first, nil
+}
