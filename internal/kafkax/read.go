@@ -41,29 +41,44 @@ func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.
 		return err
 	}
 	for _, p := range parts {
-		if err := ReadPartitionFrom(ctx, brokers, topic, p, 0, fn); err != nil {
+		if err := ReadPartitionFrom(ctx, brokers, topic, p, kafka.FirstOffset, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ReadPartitionFrom reads one partition of topic from offset from (or its first offset, if
-// later) to its end as of the call, then returns.
+// ReadPartitionFrom reads one partition of topic from offset from (kafka.FirstOffset: from the
+// first record still there) to its end as of the call, then returns. When records at or after
+// from are gone (retention or an admin deleted them), it reads nothing and returns a
+// *DeletedError: a caller resuming from stored progress must not skip them unknowingly.
 func ReadPartitionFrom(ctx context.Context, brokers []string, topic string, partition int, from int64, fn func(kafka.Message) error) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)}}})
+	first, end, err := PartitionBounds(ctx, brokers, topic, partition)
 	if err != nil {
-		return fmt.Errorf("offsets of %s/%d: %w", topic, partition, err)
+		return err
 	}
-	first, end := resp.Topics[topic][0].FirstOffset, resp.Topics[topic][0].LastOffset
-	if first > from {
+	if from == kafka.FirstOffset {
 		from = first
+	}
+	if first > from {
+		return &DeletedError{Topic: topic, Partition: partition, From: from, First: first}
 	}
 	if end <= from {
 		return nil
 	}
 	return readRange(ctx, brokers, topic, partition, from, end, fn)
+}
+
+// DeletedError: records [From, First) of a partition were to be read and are gone from Kafka.
+type DeletedError struct {
+	Topic       string
+	Partition   int
+	From, First int64
+}
+
+func (e *DeletedError) Error() string {
+	return fmt.Sprintf("records [%d, %d) of %s/%d are gone from Kafka (retention or an admin deleted them) and were never read here",
+		e.From, e.First, e.Topic, e.Partition)
 }
 
 // EndOffsets are the offsets after the last record of each partition of topic.

@@ -314,6 +314,9 @@ func (w *Worker) live(ctx context.Context) error {
 			if !ok {
 				start = kafka.FirstOffset
 			}
+			if err := w.checkInputs(ctx, src, max(start, 0)); err != nil {
+				return err
+			}
 			if err := r.SetOffset(start); err != nil {
 				return fmt.Errorf("seek %s: %w", src, err)
 			}
@@ -515,6 +518,19 @@ func fetchInputs(ctx context.Context, readers map[string]*kafka.Reader, max int)
 // journalInputs stamps inputs with the journal clock, journals them in order, then applies them.
 // A crash between the two is harmless: a restart applies what the journal holds.
 func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Time) error {
+	expected := map[string]int64{}
+	for _, in := range inputs {
+		want, ok := expected[in.source]
+		if !ok {
+			want = w.next[in.source]
+		}
+		if in.msg.Offset > want { // kafka-go skips records Kafka deleted without a word
+			if err := w.checkInputs(ctx, in.source, want); err != nil {
+				return err
+			}
+		}
+		expected[in.source] = in.msg.Offset + 1
+	}
 	var records []kafka.Message
 	for _, in := range inputs {
 		line, ok := w.stamp(in, now)
@@ -546,6 +562,22 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 		w.next[in.source] = in.msg.Offset + 1
 	}
 	return nil
+}
+
+// checkInputs fails when records of an input partition at or after offset from are gone from
+// Kafka unread: the engine would settle without them (a recharge, a pack, an activation), and
+// the bills would no longer be those of the inputs. The worker stops, loudly, instead.
+func (w *Worker) checkInputs(ctx context.Context, src string, from int64) error {
+	topic, part, _ := splitSource(src)
+	p, _ := strconv.Atoi(part)
+	deleted, first, err := kafkax.Deleted(ctx, w.cfg.Brokers, topic, p, from)
+	if err != nil || !deleted {
+		return err
+	}
+	err = &kafkax.DeletedError{Topic: topic, Partition: p, From: from, First: first}
+	w.log.Error("settle: INPUTS LOST: "+err.Error()+"; settling without them would bill wrongly, so the worker stops. Restore the records (the topic's retention must be infinite: `tally migrate` sets it)",
+		"topic", topic, "partition", p, "from_offset", from, "first_offset", first)
+	return err
 }
 
 // stamp adds recordedat to an input; an input that is no JSON object, or too large to be an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 	"github.com/tally-billing/tally/settle/worker"
@@ -436,5 +438,29 @@ func TestStandbyTakesOverFromTheLeader(t *testing.T) {
 	}
 	if from := testutil.ToFloat64(standby.metrics.RecoveryOffset); from < 2 {
 		t.Fatalf("the new leader replayed the journal from offset %v, not from the snapshot", from)
+	}
+}
+
+// Account or ledger inputs Kafka deleted before the worker journalled them stop the worker,
+// loudly, instead of being skipped (kafka-go would move past them): settling without a recharge
+// or a pack would bill wrongly.
+func TestWorkerStopsOnInputsDeletedBeforeItReadThem(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.clock.Set("2026-10-02T10:00:00+08:00")
+	for i := range 3 {
+		e.send(t, e.accounts, "acme", contract.ActivatedType, fmt.Sprintf("act-%d", i), "2026-10-02T10:00:00+08:00", `{"account":"acme","service":"image-tagging"}`)
+	}
+	testinfra.KafkaDeleteRecords(t, e.brokers, e.accounts, 0, 2)
+	done, _ := e.startWorker(t, ctx)
+	select {
+	case err := <-done:
+		var gone *kafkax.DeletedError
+		if !errors.As(err, &gone) || gone.From != 0 || gone.First != 2 || gone.Topic != e.accounts {
+			t.Fatalf("worker stopped with %v; want the deleted records of %s/0 [0, 2)", err, e.accounts)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the worker went on without the deleted inputs")
 	}
 }
