@@ -22,6 +22,7 @@ import (
 
 	aggworker "github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/contract"
+	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
@@ -175,6 +176,22 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("the pipeline's billing events differ from `tally replay` over the exported log: %s", why)
 	}
 	fmt.Fprintf(out, "\n✓ the billing topic (%d events) is byte-identical, account by account, to `tally replay --grace 1h` over the exported log (%d lines)\n", len(events), n)
+
+	// And nothing the gateways sent was lost on the way: every usage offset is a row or a dead letter.
+	audit, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: kf.list(), Topic: topic("usage"), DLQTopic: topic("usage.dlq"), Group: "demo-" + id + "-sink",
+		Location: loc, Services: settle.DefaultCatalogue()})
+	if err != nil {
+		return err
+	}
+	var rows, retries, dead int64
+	for _, p := range audit {
+		if !p.Clean() {
+			return fmt.Errorf("audit: partition %d of the usage topic has offsets not accounted for exactly once: %+v", p.Partition, p)
+		}
+		rows, retries, dead = rows+p.Rows, retries+p.Retries, dead+p.DeadLetters
+	}
+	fmt.Fprintf(out, "✓ `tally audit`: every one of the usage topic's %d records is a usage row (%d), a gateway retry of one (%d) or a dead letter (%d), exactly once\n",
+		rows+retries+dead, rows, retries, dead)
 	return nil
 }
 
