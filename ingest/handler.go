@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/tally-billing/tally/contract"
@@ -45,6 +46,12 @@ type HandlerConfig struct {
 	APIKeys map[string]string
 	// PublishTimeout bounds the wait for Kafka's acknowledgement.
 	PublishTimeout time.Duration
+	// MaxInFlight bounds the requests waiting on Kafka at once; more are answered 503 at once
+	// (default 1024).
+	MaxInFlight int
+	// RetryAfter is how long a 503 asks the gateway to wait, and how long after a failed publish
+	// requests are refused without trying Kafka, until one trial goes through (default 1 s).
+	RetryAfter time.Duration
 }
 
 // Validate reports every problem at once.
@@ -58,6 +65,12 @@ func (c HandlerConfig) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, errors.New("ingest: publish timeout must be positive"))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, errors.New("ingest: max in-flight requests must not be negative (0: the default)"))
+	}
+	if c.RetryAfter < 0 {
+		errs = append(errs, errors.New("ingest: retry-after must not be negative (0: the default)"))
 	}
 	for k, name := range c.APIKeys {
 		if len(k) < 16 {
@@ -80,6 +93,8 @@ type Handler struct {
 	now      func() time.Time
 	keys     [][]byte
 	names    []string
+	inFlight chan struct{}
+	breaker  *breaker
 }
 
 // NewHandler builds the ingest API. now is the receiving clock.
@@ -87,7 +102,14 @@ func NewHandler(cfg HandlerConfig, services contract.ServiceChecker, pub Publish
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, services: services, pub: pub, log: log, metrics: metrics, now: now}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = time.Second
+	}
+	h := &Handler{cfg: cfg, services: services, pub: pub, log: log, metrics: metrics, now: now,
+		inFlight: make(chan struct{}, cfg.MaxInFlight), breaker: &breaker{retryAfter: cfg.RetryAfter, now: time.Now}} // real time: operations, not billing
 	for k, name := range cfg.APIKeys {
 		h.keys = append(h.keys, []byte(k))
 		h.names = append(h.names, name)
@@ -175,15 +197,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		records = append(records, Record{Key: []byte(u.Account), Value: raw, Time: received})
 	}
 	if len(records) > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
-		pubStart := time.Now()
-		err := h.pub.Publish(ctx, records)
-		cancel()
-		h.metrics.ProduceSeconds.Observe(time.Since(pubStart).Seconds())
-		if err != nil {
-			h.log.Error("publish to kafka failed", "gateway", gateway, "events", len(records), "err", err)
-			h.metrics.PublishFailures.Inc()
-			h.fail(w, http.StatusServiceUnavailable, "the usage log did not acknowledge the events; retry the request (event ids make retries safe)")
+		if ok, reason := h.publish(r, gateway, records); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(h.cfg.RetryAfter.Round(time.Second)/time.Second))))
+			h.fail(w, http.StatusServiceUnavailable, reason)
 			return
 		}
 		resp.Accepted = len(records)
@@ -202,6 +218,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errBatchTooLong = errors.New("batch too long")
+
+// publish makes the records durable, or says why not (the answer is then 503).
+func (h *Handler) publish(r *http.Request, gateway string, records []Record) (bool, string) {
+	select {
+	case h.inFlight <- struct{}{}:
+		defer func() { <-h.inFlight }()
+	default:
+		h.metrics.Shed.WithLabelValues("in_flight").Inc()
+		return false, fmt.Sprintf("%d requests are waiting on the usage log already; retry the request later (event ids make retries safe)", h.cfg.MaxInFlight)
+	}
+	ok, trial := h.breaker.allow()
+	if !ok {
+		h.metrics.Shed.WithLabelValues("kafka_down").Inc()
+		return false, "the usage log is not acknowledging writes; retry the request later (event ids make retries safe)"
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+	pubStart := time.Now()
+	err := h.pub.Publish(ctx, records)
+	cancel()
+	h.metrics.ProduceSeconds.Observe(time.Since(pubStart).Seconds())
+	opened, closed, refused := h.breaker.done(err, trial)
+	switch {
+	case opened:
+		h.log.Error("ingest: publishing to kafka failed; refusing requests with 503 until a trial publish succeeds",
+			"gateway", gateway, "events", len(records), "retry_after", h.cfg.RetryAfter, "err", err)
+	case closed:
+		h.log.Info("ingest: kafka acknowledges writes again", "requests_refused_meanwhile", refused)
+	}
+	if err != nil {
+		h.metrics.PublishFailures.Inc()
+		return false, "the usage log did not acknowledge the events; retry the request (event ids make retries safe)"
+	}
+	return true, ""
+}
+
+// Ready fails while Kafka does not acknowledge writes (the breaker is open); a readiness check.
+func (h *Handler) Ready(context.Context) error { return h.breaker.ready() }
 
 // SplitBody turns a request body into the raw events it carries: the body itself, or the
 // elements of a JSON array for a batch.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,4 +254,102 @@ func FuzzIngestBody(f *testing.F) {
 			t.Fatalf("reported %d accepted, published %d", resp.Accepted, len(pub.records))
 		}
 	})
+}
+
+// failingPublisher fails while down is set, counting calls; block makes each call wait.
+type failingPublisher struct {
+	down  atomic.Bool
+	calls atomic.Int64
+	block chan struct{}
+}
+
+func (f *failingPublisher) Publish(ctx context.Context, _ []ingest.Record) error {
+	f.calls.Add(1)
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if f.down.Load() {
+		return errors.New("kafka: connection refused")
+	}
+	return nil
+}
+
+// While Kafka is down, ingest answers 503 with Retry-After at once instead of waiting on it for
+// each request, lets one trial through per interval, and is itself again once a trial succeeds.
+func TestIngestShedsLoadWhileKafkaIsDown(t *testing.T) {
+	pub := &failingPublisher{}
+	pub.down.Store(true)
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10, PublishTimeout: time.Second, RetryAfter: 200 * time.Millisecond},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() (int, http.Header) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(usageJSON("e1", "acme", "image-tagging", 3)))
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		req.RemoteAddr = "127.0.0.1:5000"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Header()
+	}
+	if code, hdr := send(); code != http.StatusServiceUnavailable || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("first request: %d, Retry-After %q", code, hdr.Get("Retry-After"))
+	}
+	if h.Ready(context.Background()) == nil {
+		t.Fatal("ready while Kafka does not acknowledge")
+	}
+	for range 50 {
+		if code, _ := send(); code != http.StatusServiceUnavailable {
+			t.Fatalf("answer %d while Kafka is down", code)
+		}
+	}
+	if n := pub.calls.Load(); n != 1 {
+		t.Fatalf("%d publishes for 51 requests within the retry interval; want the first only", n)
+	}
+	time.Sleep(250 * time.Millisecond)
+	send() // the trial, still failing
+	if n := pub.calls.Load(); n != 2 {
+		t.Fatalf("%d publishes after the interval; want one trial", n)
+	}
+	pub.down.Store(false)
+	time.Sleep(250 * time.Millisecond)
+	if code, _ := send(); code != http.StatusOK {
+		t.Fatalf("trial after Kafka is back: %d", code)
+	}
+	if code, _ := send(); code != http.StatusOK || h.Ready(context.Background()) != nil {
+		t.Fatalf("after recovery: %d, ready %v", code, h.Ready(context.Background()))
+	}
+}
+
+// Requests beyond MaxInFlight waiting on Kafka are refused at once rather than queued.
+func TestIngestCapsRequestsWaitingOnKafka(t *testing.T) {
+	pub := &failingPublisher{block: make(chan struct{})}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10, PublishTimeout: 10 * time.Second, MaxInFlight: 2},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := make(chan int, 3)
+	for range 2 {
+		go func() {
+			c, _ := post(h, "application/cloudevents+json", usageJSON("e1", "acme", "image-tagging", 3))
+			codes <- c
+		}()
+	}
+	for pub.calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if c, resp := post(h, "application/cloudevents+json", usageJSON("e2", "acme", "image-tagging", 3)); c != http.StatusServiceUnavailable || !strings.Contains(resp.Error, "waiting on the usage log") {
+		t.Fatalf("a third request while two wait: %d %+v", c, resp)
+	}
+	close(pub.block)
+	for range 2 {
+		if c := <-codes; c != http.StatusOK {
+			t.Fatalf("a waiting request got %d", c)
+		}
+	}
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	Rejected        *prometheus.CounterVec
 	Failed          *prometheus.CounterVec
 	PublishFailures prometheus.Counter
+	Shed            *prometheus.CounterVec
 	ProduceSeconds  prometheus.Histogram
 	RequestSeconds  prometheus.Histogram
 	BatchSize       prometheus.Histogram
@@ -34,7 +35,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_ingest_batch_events", Help: "Events per request.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
 	}
-	reg.MustRegister(m.Accepted, m.Rejected, m.Failed, m.PublishFailures, m.ProduceSeconds, m.RequestSeconds, m.BatchSize)
+	m.Shed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_ingest_requests_shed_total",
+		Help: "Requests answered 503 at once, without waiting on Kafka (kafka_down: after a failed publish; in_flight: too many waiting)."}, []string{"reason"})
+	reg.MustRegister(m.Shed, m.Accepted, m.Rejected, m.Failed, m.PublishFailures, m.ProduceSeconds, m.RequestSeconds, m.BatchSize)
 	return m
 }
 

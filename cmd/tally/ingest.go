@@ -29,6 +29,9 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	maxBatch := fs.Int("max-batch", 1000, "most events in one batch request")
 	batchTimeout := fs.Duration("kafka-batch-timeout", 2*time.Millisecond, "how long the Kafka writer waits to fill a batch")
 	compression := fs.String("kafka-compression", "lz4", "compression of usage records: none, gzip, snappy, lz4, zstd")
+	publishTimeout := fs.Duration("publish-timeout", 15*time.Second, "longest wait for Kafka to acknowledge a request's events before answering 503")
+	maxInFlight := fs.Int("max-in-flight", 1024, "most requests waiting on Kafka at once; more are answered 503 at once")
+	retryAfter := fs.Duration("retry-after", time.Second, "after a failed publish, answer 503 (Retry-After) at once for this long, then try Kafka with one request")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
@@ -49,11 +52,12 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	log := r.log
-	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: 15 * time.Second},
-		cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
+	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: *publishTimeout,
+		MaxInFlight: *maxInFlight, RetryAfter: *retryAfter}, cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
 	}
+	r.admin.AddCheck("kafka writes", handler.Ready)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
 	log.Info("ingest publishing usage", "topic", *tf.usage, "brokers", *kf.brokers, "api_keys", len(keys))
