@@ -30,7 +30,7 @@ type AuditConfig struct {
 type PartitionAudit struct {
 	Partition int
 	// LogStart and End are the partition's offsets in Kafka now; Progress is the sink's.
-	LogStart, End, Progress int64
+	LogStart, End, Progress         int64
 	Rows, Retries, DeadLetters, Gap int64 // offsets below Progress accounted as each
 	// Unverifiable are offsets below LogStart with no row, dead letter or gap: Kafka no longer
 	// holds the record to tell a merged-away retry from a loss.
