@@ -32,11 +32,14 @@ status: ## show what runs where
 	@$(INFRA) status
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PROMTOOL    := github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 
-lint: ## go vet, staticcheck (pinned) and a gofmt check
+lint: ## go vet, staticcheck (pinned), a gofmt check, and promtool on the alerting rules
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && $(GO) run $(PROMTOOL) test rules alerts_test.yml
 
 test: up lint ## start services if needed, vet, and run every test (unit + integration) with -race
 	$(GO) test -race -shuffle=on -timeout 30m $(GOTESTFLAGS) ./...

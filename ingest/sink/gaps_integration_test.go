@@ -111,6 +111,10 @@ func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
 	if v := testutil.ToFloat64(m.Stopped.WithLabelValues("0", sink.GapDeleted)); v != 0 {
 		t.Fatalf("stopped-records gauge %v after the acknowledgement", v)
 	}
+	if v := testutil.ToFloat64(m.Retention); v != 7*24*3600 { // the broker's default: 168 h
+		t.Errorf("retention gauge %v; want 604800", v)
+	}
+	eventually(t, "the unwritten-age gauge to say caught up", func() bool { return testutil.ToFloat64(m.UnwrittenAge.WithLabelValues("0")) == 0 })
 	if gaps, _ = sink.ListGaps(ctx, e.conn); len(gaps) != 1 || gaps[0].AcknowledgedBy != "test" || gaps[0].AcknowledgedAt.IsZero() {
 		t.Fatalf("gaps after the acknowledgement: %+v", gaps)
 	}

@@ -11,6 +11,8 @@ type Metrics struct {
 	BatchRows     prometheus.Histogram
 	Lag           *prometheus.GaugeVec
 	Gaps          *prometheus.CounterVec
+	UnwrittenAge  *prometheus.GaugeVec
+	Retention     prometheus.Gauge
 	Stopped       *prometheus.GaugeVec
 }
 
@@ -30,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Partitions stopped because records would be lost (reason: deleted_before_read, progress_past_end)."}, []string{"reason"})
 	m.Stopped = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_sink_partition_stopped_records",
 		Help: "Records at risk in a partition stopped on a gap (0: running); alert on > 0. See `tally gaps`."}, []string{"partition", "reason"})
-	reg.MustRegister(m.Rows, m.DeadLetters, m.Errors, m.InsertSeconds, m.BatchRows, m.Lag, m.Gaps, m.Stopped)
+	m.UnwrittenAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tally_sink_unwritten_age_seconds",
+		Help: "Age of the oldest record of the partition the sink has read but not written yet (0: caught up). Alert when it nears tally_sink_topic_retention_seconds."}, []string{"partition"})
+	m.Retention = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_sink_topic_retention_seconds",
+		Help: "retention.ms of the usage topic (-1: infinite), read at start: records older than this are deleted, written or not."})
+	reg.MustRegister(m.UnwrittenAge, m.Retention, m.Rows, m.DeadLetters, m.Errors, m.InsertSeconds, m.BatchRows, m.Lag, m.Gaps, m.Stopped)
 	return m
 }

@@ -99,6 +99,11 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 // its new partitions from their progress in ClickHouse.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.dlq.Close()
+	if retention, err := kafkax.TopicRetention(ctx, s.cfg.Brokers, s.cfg.Topic); err == nil {
+		s.metrics.Retention.Set(retention.Seconds())
+	} else {
+		s.log.Warn("sink: could not read the usage topic's retention (tally_sink_topic_retention_seconds stays 0)", "err", err)
+	}
 	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
 		s.log, s.metrics.Errors.Inc, s.consume)
 }
@@ -141,6 +146,7 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 	}
 	s.log.Info("sink: consuming", "partition", partition, "from_offset", expected)
 	lag := s.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
+	age := s.metrics.UnwrittenAge.WithLabelValues(strconv.Itoa(partition))
 	b := &batch{topic: s.cfg.Topic, partition: partition}
 	for {
 		deadline := time.Now().Add(s.cfg.FlushInterval)
@@ -167,6 +173,13 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 			b.msgs = append(b.msgs, m)
 		}
 		lag.Set(float64(r.Stats().Lag))
+		if len(b.msgs) > 0 {
+			// How old the oldest record not yet written is: against the topic's retention, how
+			// close Kafka is to deleting records the sink has not written (alert at half of it).
+			age.Set(time.Since(b.msgs[0].Time).Seconds())
+		} else {
+			age.Set(0) // caught up: nothing waiting
+		}
 		if len(b.msgs) > 0 {
 			if err := s.write(ctx, b); err != nil {
 				return err

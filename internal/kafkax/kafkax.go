@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -285,4 +286,29 @@ func repairConfigs(ctx context.Context, client *kafka.Client, s TopicSpec) ([]st
 		return nil, fmt.Errorf("set %v on topic %s: %w", repaired, s.Name, err)
 	}
 	return repaired, nil
+}
+
+// TopicRetention is the topic's retention.ms (negative: records are kept for ever).
+func TopicRetention(ctx context.Context, brokers []string, topic string) (time.Duration, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"retention.ms"}}}})
+	if err != nil {
+		return 0, fmt.Errorf("describe the retention of %s: %w", topic, err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			return 0, fmt.Errorf("describe the retention of %s: %w", topic, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == "retention.ms" {
+				ms, err := strconv.ParseInt(e.ConfigValue, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("retention.ms of %s is %q", topic, e.ConfigValue)
+				}
+				return time.Duration(ms) * time.Millisecond, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("the broker did not say the retention of %s", topic)
 }
