@@ -11,7 +11,7 @@ export TALLY_TEST_CLICKHOUSE_ADDR  ?= 127.0.0.1:9000
 export TALLY_TEST_CLICKHOUSE_HTTP  ?= 127.0.0.1:8123
 GOTESTFLAGS ?=
 
-.PHONY: help build up down status lint test test-unit bench demo clean
+.PHONY: help build up down status lint test test-unit bench demo chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ test: up lint ## start services if needed, vet, and run every test (unit + integ
 
 test-unit: ## tests that need no services (integration tests skipped)
 	TALLY_SKIP_INTEGRATION=1 $(GO) test -race -shuffle=on ./...
+
+chaos: up ## the fault-injection tests alone, verbose: roles SIGKILLed, a test broker killed and restarted (make test runs them too)
+	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesBrokerRestarts|TestSettleWorkerSurvivesSIGKILL|TestAggregateSurvivesSIGKILL|TestFollowRidesOutABrokerRestart|TestPingTellsWhenTheBrokerIsDown' \
+		./settle/worker ./aggregate/worker ./internal/kafkax
 
 bench: ## run the Go benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

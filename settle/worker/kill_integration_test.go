@@ -20,7 +20,9 @@ import (
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/examples/ledger"
+	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
 )
 
 // Ingest, the sink and the settle worker, the roles on the billing path, killed with SIGKILL at
@@ -32,7 +34,24 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills processes for a minute")
 	}
-	e := setup(t)
+	survive(t, setup(t), 150_000, nil)
+}
+
+// Chaos: the same run on a Kafka broker of the test's own, which is also killed (SIGKILL) and
+// stopped (SIGTERM) and started again while the roles run; roles that exit by themselves are
+// restarted as a supervisor would. Afterwards the billing topic equals the replay of the export
+// and `tally audit` accounts for every usage record.
+func TestBillingSurvivesBrokerRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts a broker for two minutes")
+	}
+	b := testinfra.StartBroker(t)
+	survive(t, setupOn(t, b.Brokers()), 60_000, b)
+}
+
+// survive runs the two-month scenario on a virtual clock at speed, killing roles (and broker,
+// when not nil) at random, and checks the billing topic against the replay of the export.
+func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -41,7 +60,6 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	// out its killed predecessor's session each time; TestStandbyTakesOverFromTheLeader covers it.
 	v0 := at("2026-08-01T00:00:00+08:00")
 	r0 := time.Now()
-	const speed = 150_000.0
 	now := func() time.Time { return v0.Add(time.Duration(float64(time.Since(r0)) * speed)) }
 	spec := fmt.Sprintf("virtual=%s,real=%d,speed=%g", v0.Format(time.RFC3339), r0.UnixMilli(), speed)
 
@@ -140,44 +158,59 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	}()
 
 	r := rand.New(rand.NewPCG(9, 9))
-	kills := 0
-	kill := func(cmd *exec.Cmd) {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		kills++
-	}
-	ingestProc, sinkProc, settleProc := startIngest(), startSink(), start()
+	kills, selfExits, brokerRestarts := 0, 0, 0
+	ingestProc, sinkProc, settleProc := supervise(startIngest), supervise(startSink), supervise(start)
 	// A restarted sink waits out its predecessor's session (6 s) before it consumes again: killed
 	// more often than that it would never write, and the run would only measure that.
-	sinkStarted := time.Now()
+	sinkStarted, brokerStarted := time.Now(), time.Now()
 	for {
 		select {
 		case <-traffic:
 		default:
 			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
+			for _, p := range []**proc{&ingestProc, &sinkProc, &settleProc} { // a supervisor restarts what exits
+				if (*p).exited() {
+					*p = supervise((*p).start)
+					selfExits++
+				}
+			}
 			target := r.IntN(3)
+			if broker != nil && r.IntN(4) == 0 && time.Since(brokerStarted) > 12*time.Second {
+				target = 3
+			}
 			if target == 1 && time.Since(sinkStarted) < 10*time.Second {
 				target = 2
 			}
 			switch target {
 			case 0:
-				kill(ingestProc)
-				ingestProc = startIngest()
+				ingestProc.kill()
+				ingestProc = supervise(startIngest)
 			case 1:
-				kill(sinkProc)
-				sinkProc, sinkStarted = startSink(), time.Now()
+				sinkProc.kill()
+				sinkProc, sinkStarted = supervise(startSink), time.Now()
+			case 2:
+				settleProc.kill()
+				settleProc = supervise(start)
 			default:
-				kill(settleProc)
-				settleProc = start()
+				if brokerRestarts%2 == 0 {
+					broker.Kill()
+				} else {
+					broker.Stop()
+				}
+				time.Sleep(time.Duration(r.IntN(3000)) * time.Millisecond)
+				broker.Start()
+				brokerRestarts++
+				brokerStarted = time.Now()
+				continue
 			}
+			kills++
 			continue
 		}
 		break
 	}
 	defer func() {
-		for _, c := range []*exec.Cmd{ingestProc, sinkProc, settleProc} {
-			_ = c.Process.Signal(syscall.SIGTERM)
-			_ = c.Wait()
+		for _, p := range []*proc{ingestProc, sinkProc, settleProc} {
+			p.stop()
 		}
 	}()
 	for !now().After(at("2026-10-01T03:00:00+08:00")) {
@@ -207,8 +240,47 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 			t.Errorf("missing %s", must)
 		}
 	}
-	t.Logf("%d kills; %d events, equal to the replay of the exported log", kills, len(got))
+	if broker != nil {
+		loc, _ := time.LoadLocation("Asia/Shanghai")
+		audit, err := sink.Audit(context.Background(), e.conn, sink.AuditConfig{Brokers: e.brokers, Topic: e.usage, DLQTopic: e.dlq, Group: e.sinkGroup,
+			Location: loc, Services: settle.DefaultCatalogue()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range audit {
+			if !p.Clean() || p.Pending != 0 {
+				t.Errorf("audit of usage partition %d: %+v", p.Partition, p)
+			}
+		}
+	}
+	t.Logf("%d role kills, %d broker restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log",
+		kills, brokerRestarts, selfExits, len(got))
 }
+
+// proc is a role process under a supervisor: it can tell that it exited, be killed, be stopped.
+type proc struct {
+	start func() *exec.Cmd
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+func supervise(start func() *exec.Cmd) *proc {
+	p := &proc{start: start, cmd: start(), done: make(chan struct{})}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) kill() { _ = p.cmd.Process.Signal(syscall.SIGKILL); <-p.done }
+func (p *proc) stop() { _ = p.cmd.Process.Signal(syscall.SIGTERM); <-p.done }
 
 // adminMetric reads a role's metric from its admin address: an unlabelled sample, or the sum of
 // a labelled family's; -1 when the address does not answer.

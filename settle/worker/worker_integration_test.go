@@ -61,16 +61,35 @@ type env struct {
 	clock                                                  *clock
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { return setupOn(t, nil) }
+
+// setupOn is setup with the topics on brokers (nil: the shared test broker, each topic removed
+// afterwards; otherwise a broker of the test's own, which goes with it).
+func setupOn(t *testing.T, brokers []string) *env {
 	t.Helper()
 	e := &env{clock: &clock{}}
-	e.brokers, e.usage = testinfra.Topic(t, 2, nil)
-	_, e.accounts = testinfra.Topic(t, 1, nil)
-	_, e.ledger = testinfra.Topic(t, 1, nil)
-	_, e.billing = testinfra.Topic(t, 1, nil)
-	_, e.status = testinfra.Topic(t, 1, map[string]string{"cleanup.policy": "compact"})
-	_, e.journal = testinfra.Topic(t, 1, nil)
-	_, e.dlq = testinfra.Topic(t, 1, nil)
+	topic := func(partitions int, configs map[string]string) string {
+		if brokers == nil {
+			b, name := testinfra.Topic(t, partitions, configs)
+			e.brokers = b
+			return name
+		}
+		e.brokers = brokers
+		name := testinfra.UniqueName(t, "t")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: name, Partitions: partitions, Configs: configs}); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	e.usage = topic(2, nil)
+	e.accounts = topic(1, nil)
+	e.ledger = topic(1, nil)
+	e.billing = topic(1, nil)
+	e.status = topic(1, map[string]string{"cleanup.policy": "compact"})
+	e.journal = topic(1, nil)
+	e.dlq = topic(1, nil)
 	var cfg chx.Config
 	// Over HTTP, as the roles talk to ClickHouse: the local chDB engine aborts when a native
 	// client dies mid-query, which stopping an in-process worker can do.
