@@ -151,13 +151,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		mt = ""
 	}
-	batch := false
-	switch mt {
-	case cloudevent.ContentType, "application/json":
-	case cloudevent.BatchContentType:
+	batch, binary := false, cloudevent.IsBinary(r.Header)
+	switch {
+	case binary: // attributes in ce-* headers, the data as the body (the SDKs' default)
+	case mt == cloudevent.ContentType, mt == "application/json":
+	case mt == cloudevent.BatchContentType:
 		batch = true
 	default:
-		h.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send %s (one event) or %s (a JSON array)",
+		h.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send %s (one event), %s (a JSON array), or a binary-mode event (ce-* headers)",
 			r.Header.Get("Content-Type"), cloudevent.ContentType, cloudevent.BatchContentType))
 		return
 	}
@@ -171,8 +172,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
-	raws, err := SplitBody(body, batch, h.cfg.MaxBatch)
-	if err != nil {
+	var raws []json.RawMessage
+	if binary {
+		raw, err := cloudevent.FromBinary(r.Header, body)
+		if err != nil {
+			h.metrics.rejected(err)
+			h.metrics.Failed.WithLabelValues(http.StatusText(http.StatusBadRequest)).Inc()
+			writeJSON(w, http.StatusBadRequest, Response{Rejected: []Rejection{{Index: 0, ID: r.Header.Get("Ce-Id"), Reason: err.Error()}}})
+			return
+		}
+		raws = []json.RawMessage{raw}
+	} else if raws, err = SplitBody(body, batch, h.cfg.MaxBatch); err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, errBatchTooLong) {
 			status = http.StatusRequestEntityTooLarge

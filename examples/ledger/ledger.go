@@ -140,7 +140,7 @@ func (l *Ledger) apply(ctx context.Context, raw []byte) error {
 	}
 	var acct struct{ Subject string }
 	_ = json.Unmarshal(reply, &acct)
-	return l.out.WriteMessages(ctx, kafka.Message{Key: []byte(acct.Subject), Value: reply})
+	return l.out.WriteMessages(ctx, kafka.Message{Key: []byte(acct.Subject), Value: reply, Headers: kafkax.CloudEventHeaders()})
 }
 
 func (l *Ledger) event(typ, id, account string, data any) []byte {
@@ -158,7 +158,7 @@ func (l *Ledger) Recharge(ctx context.Context, account string, amount decimal.De
 	id := fmt.Sprintf("recharge:%s:%d", account, l.cfg.Now().UnixNano())
 	raw := l.event(contract.RechargedType, id, account, map[string]string{"account": account, "amount": amount.StringFixed(2)})
 	l.mu.Unlock()
-	return l.out.WriteMessages(ctx, kafka.Message{Key: []byte(account), Value: raw})
+	return l.out.WriteMessages(ctx, kafka.Message{Key: []byte(account), Value: raw, Headers: kafkax.CloudEventHeaders()})
 }
 
 // Handler serves POST /v1/accounts/{account}/recharge {"amount":"100.00"} and GET /v1/balances.

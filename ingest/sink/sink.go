@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -284,20 +285,21 @@ const (
 	HeaderOffset    = "tally-source-offset"
 )
 
-// deadLetter keeps the original key, bytes and time, and says why and where from in headers.
+// deadLetter keeps the original key, bytes, time and headers (a binary-mode event's attributes
+// are its ce_* headers), and says why and where from in headers of its own.
 func deadLetter(m *kafka.Message, err error) kafka.Message {
 	code := "invalid"
 	var ce *cloudevent.Error
 	if errors.As(err, &ce) && ce.Code != "" {
 		code = ce.Code
 	}
-	return kafka.Message{Key: m.Key, Value: m.Value, Time: m.Time, Headers: []kafka.Header{
-		{Key: HeaderReason, Value: []byte(err.Error())},
-		{Key: HeaderCode, Value: []byte(code)},
-		{Key: HeaderTopic, Value: []byte(m.Topic)},
-		{Key: HeaderPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		{Key: HeaderOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-	}}
+	return kafka.Message{Key: m.Key, Value: m.Value, Time: m.Time, Headers: append(slices.Clone(m.Headers),
+		kafka.Header{Key: HeaderReason, Value: []byte(err.Error())},
+		kafka.Header{Key: HeaderCode, Value: []byte(code)},
+		kafka.Header{Key: HeaderTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)}
 }
 
 func headerValue(m kafka.Message, key string) string {

@@ -312,3 +312,11 @@ func TopicRetention(ctx context.Context, brokers []string, topic string) (time.D
 	}
 	return 0, fmt.Errorf("the broker did not say the retention of %s", topic)
 }
+
+// CloudEventHeaders mark a record holding one structured-mode CloudEvent, as the CloudEvents
+// Kafka binding requires (content-type: application/cloudevents+json): without it the SDKs'
+// Kafka receivers refuse the record ("unknown Message encoding"). A fresh slice each call: kafka-go
+// may keep it with the message.
+func CloudEventHeaders() []kafka.Header {
+	return []kafka.Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}
+}

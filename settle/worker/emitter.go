@@ -95,7 +95,7 @@ func (e *Emitter) Add(ctx context.Context, o cloudevent.Out) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", o.ID, err)
 	}
-	m := kafka.Message{Key: []byte(o.Subject), Value: raw}
+	m := kafka.Message{Key: []byte(o.Subject), Value: raw, Headers: kafkax.CloudEventHeaders()}
 	if o.Type == contract.AccountSuspendedType || o.Type == contract.AccountResumedType {
 		e.status.add(m)
 	}

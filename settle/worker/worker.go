@@ -455,7 +455,7 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 	}
 	usageRead := time.Since(start)
 	tick := tickLine(s, w.cfg.Billing.Location, covered)
-	if err := w.journal.writePartition(ctx, 0, []kafka.Message{{Key: []byte("tick"), Value: tick}}); err != nil {
+	if err := w.journal.writePartition(ctx, 0, []kafka.Message{{Key: []byte("tick"), Value: tick, Headers: kafkax.CloudEventHeaders()}}); err != nil {
 		return fmt.Errorf("journal tick: %w", err)
 	}
 	w.lastTick, w.clock, w.fed = s, s, covered
@@ -538,10 +538,10 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 			continue
 		}
 		topic, part, _ := splitSource(in.source)
-		records = append(records, kafka.Message{Key: []byte("input"), Value: line, Headers: []kafka.Header{
-			{Key: "tally-source-topic", Value: []byte(topic)}, {Key: "tally-source-partition", Value: []byte(part)},
-			{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(in.msg.Offset, 10))},
-		}})
+		records = append(records, kafka.Message{Key: []byte("input"), Value: line, Headers: append(kafkax.CloudEventHeaders(),
+			kafka.Header{Key: "tally-source-topic", Value: []byte(topic)}, kafka.Header{Key: "tally-source-partition", Value: []byte(part)},
+			kafka.Header{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(in.msg.Offset, 10))},
+		)})
 	}
 	if len(records) > 0 {
 		if err := w.journal.writePartition(ctx, 0, records); err != nil {
