@@ -40,6 +40,7 @@ type roleFlags struct {
 	log        logFlags
 	billing    func() (settle.Config, error)
 	admin      *string
+	pprof      *string
 }
 
 func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleFlags {
@@ -50,7 +51,8 @@ func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleF
 	}
 	f.log = addLogFlags(fs)
 	f.billing = billingFlags(fs)
-	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz, /readyz and /debug/pprof (keep it private)")
+	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz and /readyz (keep it private)")
+	f.pprof = fs.String("pprof-addr", "", "address of Go profiles (/debug/pprof/); empty: not served (keep it private)")
 	return f
 }
 
@@ -72,6 +74,10 @@ func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.C
 		}
 	}
 	r := startRole(ctx, *f.admin, log)
+	if *f.pprof != "" {
+		profiles := telemetry.NewProfiles(*f.pprof, log)
+		r.g.Go(func() error { return profiles.Run(r.ctx) })
+	}
 	r.needKafka(f.kafka.list())
 	if conn != nil {
 		r.needClickHouse(conn)

@@ -30,6 +30,7 @@ func NewRegistry() *prometheus.Registry {
 
 // Admin serves /metrics, /healthz and /readyz.
 type Admin struct {
+	paths  string // what it serves, for the log
 	addr   string
 	log    *slog.Logger
 	server *http.Server
@@ -46,13 +47,30 @@ func NewAdmin(addr string, reg *prometheus.Registry, log *slog.Logger) *Admin {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", a.ready)
-	// Profiles, for measuring before optimising: the admin address is loopback by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	a.server = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	a.paths = "/metrics /healthz /readyz"
+	return a
+}
+
+// NewProfiles builds a server of Go profiles (/debug/pprof/) on addr, for measuring before
+// optimising. It is separate from the admin server and off unless asked for: profiles reveal
+// the program's internals, and pprof's /cmdline would show every flag given, secrets included,
+// so it is not served at all.
+func NewProfiles(addr string, log *slog.Logger) *Admin {
+	a := &Admin{addr: addr, log: log, checks: map[string]Check{}, lastErr: map[string]string{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debug/pprof/cmdline" {
+			http.NotFound(w, r)
+			return
+		}
+		pprof.Index(w, r)
+	})
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	a.server = &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	a.paths = "/debug/pprof/"
 	return a
 }
 
@@ -91,7 +109,7 @@ func (a *Admin) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("admin server listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	a.log.Info("admin server listening", "addr", ln.Addr().String(), "paths", a.paths)
 	errc := make(chan error, 1)
 	go func() { errc <- a.server.Serve(ln) }()
 	select {

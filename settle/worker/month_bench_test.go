@@ -159,20 +159,20 @@ type monthResult struct {
 
 // settleProcess is a running `tally settle`, its log lines collected.
 type settleProcess struct {
-	cmd   *exec.Cmd
-	admin string
-	mu    sync.Mutex
+	cmd          *exec.Cmd
+	admin, pprof string
+	mu           sync.Mutex
 	logs  []map[string]any
 	done  chan struct{}
 }
 
 func (m *monthBench) start(b *testing.B, bin string) *settleProcess {
-	p := &settleProcess{admin: freeAddr(b), done: make(chan struct{})}
+	p := &settleProcess{admin: freeAddr(b), pprof: freeAddr(b), done: make(chan struct{})}
 	clock := fmt.Sprintf("virtual=2026-11-01T02:00:01+08:00,real=%d,speed=1", time.Now().UnixMilli())
 	p.cmd = exec.Command(bin, "settle", "--kafka-brokers", strings.Join(m.brokers, ","), "--topic-usage", m.usage, "--topic-accounts", m.accounts,
 		"--topic-ledger", m.ledger, "--topic-billing", m.billing, "--topic-account-status", m.status, "--topic-settle-journal", m.journal,
 		"--sink-group", m.sinkGroup, "--leader-group", "", "--clickhouse-http", m.chHTTP, "--clickhouse-database", m.db,
-		"--grace", "2h", "--admin-addr", p.admin, "--log-level", "info")
+		"--grace", "2h", "--admin-addr", p.admin, "--pprof-addr", p.pprof, "--log-level", "info")
 	p.cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+clock)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -229,9 +229,9 @@ func (p *settleProcess) peakRSS() int64 {
 	return 0
 }
 
-// save writes what the admin server serves at path to out.
+// save writes the profile the process serves at path to out.
 func (p *settleProcess) save(b *testing.B, path, out string) {
-	resp, err := http.Get("http://" + p.admin + path)
+	resp, err := http.Get("http://" + p.pprof + path)
 	if err != nil {
 		b.Logf("%s: %v", path, err)
 		return
