@@ -162,8 +162,8 @@ type settleProcess struct {
 	cmd          *exec.Cmd
 	admin, pprof string
 	mu           sync.Mutex
-	logs  []map[string]any
-	done  chan struct{}
+	logs         []map[string]any
+	done         chan struct{}
 }
 
 func (m *monthBench) start(b *testing.B, bin string) *settleProcess {
