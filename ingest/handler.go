@@ -7,6 +7,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -42,8 +43,13 @@ type HandlerConfig struct {
 	// MaxBodyBytes bounds a request body; MaxBatch the events of one batch.
 	MaxBodyBytes int64
 	MaxBatch     int
-	// APIKeys maps each gateway's bearer key to its name. Empty: only loopback clients may send.
-	APIKeys map[string]string
+	// Keys are the gateways' bearer keys and what each may report. None: only loopback clients
+	// may send, for any account.
+	Keys []APIKey
+	// MaxEventAge is how far before the receiving clock a call may have happened, unless the
+	// key may back-fill: older usage would re-price months long settled (default 35 days, the
+	// usage topic's retention; negative: no limit).
+	MaxEventAge time.Duration
 	// PublishTimeout bounds the wait for Kafka's acknowledgement.
 	PublishTimeout time.Duration
 	// MaxInFlight bounds the requests waiting on Kafka at once; more are answered 503 at once
@@ -72,10 +78,12 @@ func (c HandlerConfig) Validate() error {
 	if c.RetryAfter < 0 {
 		errs = append(errs, errors.New("ingest: retry-after must not be negative (0: the default)"))
 	}
-	for k, name := range c.APIKeys {
-		if len(k) < 16 {
-			errs = append(errs, fmt.Errorf("ingest: the API key of %q is shorter than 16 characters", name))
+	names := map[string]bool{}
+	for _, k := range c.Keys {
+		if k.Name == "" || names[k.Name] {
+			errs = append(errs, fmt.Errorf("ingest: API key names must be set and distinct (%q)", k.Name))
 		}
+		names[k.Name] = true
 	}
 	return errors.Join(errs...)
 }
@@ -91,8 +99,6 @@ type Handler struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	now      func() time.Time
-	keys     [][]byte
-	names    []string
 	inFlight chan struct{}
 	breaker  *breaker
 }
@@ -110,11 +116,10 @@ func NewHandler(cfg HandlerConfig, services contract.ServiceChecker, pub Publish
 	}
 	h := &Handler{cfg: cfg, services: services, pub: pub, log: log, metrics: metrics, now: now,
 		inFlight: make(chan struct{}, cfg.MaxInFlight), breaker: &breaker{retryAfter: cfg.RetryAfter, now: time.Now}} // real time: operations, not billing
-	for k, name := range cfg.APIKeys {
-		h.keys = append(h.keys, []byte(k))
-		h.names = append(h.names, name)
+	if cfg.MaxEventAge == 0 {
+		h.cfg.MaxEventAge = 35 * 24 * time.Hour
 	}
-	if len(h.keys) == 0 {
+	if len(cfg.Keys) == 0 {
 		log.Warn("no API keys configured: ingest accepts events only from loopback clients")
 	}
 	return h, nil
@@ -141,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	gateway, ok := h.authenticate(r)
+	key, ok := h.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
 		h.fail(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")
@@ -193,11 +198,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	received := h.now().Truncate(time.Millisecond) // Kafka keeps milliseconds: validate against what the log will say
 	resp := Response{Rejected: []Rejection{}}
 	records := make([]Record, 0, len(raws))
+	forbidden := 0
 	for i, raw := range raws {
 		ev, err := cloudevent.Decode(raw)
 		var u contract.Usage
 		if err == nil {
 			u, err = contract.ParseUsage(ev, received, h.services)
+		}
+		if err == nil {
+			if err = h.allowed(key, u, received); err != nil {
+				forbidden++
+			}
 		}
 		if err != nil {
 			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: ev.ID, Reason: err.Error()})
@@ -206,8 +217,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		records = append(records, Record{Key: []byte(u.Account), Value: raw, Time: received})
 	}
+	if !batch && forbidden == 1 {
+		h.metrics.Failed.WithLabelValues(http.StatusText(http.StatusForbidden)).Inc()
+		writeJSON(w, http.StatusForbidden, resp)
+		return
+	}
 	if len(records) > 0 {
-		if ok, reason := h.publish(r, gateway, records); !ok {
+		if ok, reason := h.publish(r, key.Name, records); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(h.cfg.RetryAfter.Round(time.Second)/time.Second))))
 			h.fail(w, http.StatusServiceUnavailable, reason)
 			return
@@ -292,30 +308,47 @@ func SplitBody(body []byte, batch bool, maxBatch int) ([]json.RawMessage, error)
 	return raws, nil
 }
 
-// authenticate returns the gateway's name. Keys are compared in constant time, all of them,
-// so timing tells nothing about which key came close.
-func (h *Handler) authenticate(r *http.Request) (string, bool) {
-	if len(h.keys) == 0 {
+// allowed checks what the key may report: the account must be in its scope (one gateway must not
+// bill another company), and the call no older than MaxEventAge unless the key may back-fill
+// (old usage would re-price months long settled).
+func (h *Handler) allowed(key *APIKey, u contract.Usage, received time.Time) error {
+	if !key.Accounts.Allows(u.Account) {
+		return cloudevent.Invalid("forbidden", "the key %q may not report usage of account %q", key.Name, u.Account)
+	}
+	if h.cfg.MaxEventAge > 0 && !key.Backfill && u.Time.Before(received.Add(-h.cfg.MaxEventAge)) {
+		return cloudevent.Invalid("time", "time %s is more than %s before the receiving clock: back-dated usage needs a key allowed to back-fill",
+			u.Time.Format(time.RFC3339), h.cfg.MaxEventAge)
+	}
+	return nil
+}
+
+// loopbackKey is who a loopback client is when no keys are configured: any account, no back-fill.
+var loopbackKey = APIKey{Name: "loopback"}
+
+// authenticate finds the request's key: its SHA-256 compared in constant time with every key's,
+// so neither timing nor an early exit tells how close a guess was.
+func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) {
+	if len(h.cfg.Keys) == 0 {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
-		return "loopback", err == nil && ip != nil && ip.IsLoopback()
+		return &loopbackKey, err == nil && ip != nil && ip.IsLoopback()
 	}
 	const prefix = "Bearer "
 	auth := r.Header.Get("Authorization")
 	if len(auth) <= len(prefix) || auth[:len(prefix)] != prefix {
-		return "", false
+		return nil, false
 	}
-	got := []byte(auth[len(prefix):])
+	got := sha256.Sum256([]byte(auth[len(prefix):]))
 	match := -1
-	for i, k := range h.keys {
-		if subtle.ConstantTimeCompare(got, k) == 1 {
+	for i := range h.cfg.Keys {
+		if subtle.ConstantTimeCompare(got[:], h.cfg.Keys[i].Hash[:]) == 1 {
 			match = i
 		}
 	}
 	if match < 0 {
-		return "", false
+		return nil, false
 	}
-	return h.names[match], true
+	return &h.cfg.Keys[match], true
 }
 
 func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {

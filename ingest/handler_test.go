@@ -3,6 +3,8 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,9 +33,18 @@ func usageJSON(id, account, service string, calls int) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":%q,"service":%q,"calls":%d}}`, id, account, service, calls)
 }
 
-func newHandler(t testing.TB, pub ingest.Publisher, keys map[string]string) *ingest.Handler {
+// newHandler serves with the given key entries (ingest.ParseAPIKey's form; none: loopback only).
+func newHandler(t testing.TB, pub ingest.Publisher, entries ...string) *ingest.Handler {
 	t.Helper()
-	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, APIKeys: keys, PublishTimeout: 5 * time.Second},
+	var keys []ingest.APIKey
+	for _, e := range entries {
+		k, err := ingest.ParseAPIKey(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: keys, PublishTimeout: 5 * time.Second},
 		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +75,7 @@ func TestIngestPublishesToKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	h := newHandler(t, w, nil)
+	h := newHandler(t, w)
 
 	code, resp := post(h, "application/cloudevents+json", usageJSON("e1", "acme", "image-tagging", 3))
 	if code != http.StatusOK || resp.Accepted != 1 {
@@ -166,7 +177,7 @@ func (m *memPublisher) Publish(_ context.Context, r []ingest.Record) error {
 
 func TestIngestRefusesBadRequests(t *testing.T) {
 	pub := &memPublisher{}
-	h := newHandler(t, pub, nil)
+	h := newHandler(t, pub)
 	one := usageJSON("e1", "acme", "image-tagging", 1)
 	many := "[" + strings.TrimSuffix(strings.Repeat(one+",", 51), ",") + "]"
 	cases := []struct {
@@ -202,7 +213,7 @@ func TestIngestRefusesBadRequests(t *testing.T) {
 
 func TestIngestAuthentication(t *testing.T) {
 	pub := &memPublisher{}
-	keyed := newHandler(t, pub, map[string]string{"0123456789abcdef-gw1": "gw1"})
+	keyed := newHandler(t, pub, "gw1=0123456789abcdef-gw1")
 	one := usageJSON("e1", "acme", "image-tagging", 1)
 	if code, _ := post(keyed, "application/cloudevents+json", one); code != http.StatusUnauthorized {
 		t.Fatalf("no key: %d", code)
@@ -214,7 +225,7 @@ func TestIngestAuthentication(t *testing.T) {
 		t.Fatalf("right key: %d", code)
 	}
 	// Without keys only loopback clients are served.
-	open := newHandler(t, pub, nil)
+	open := newHandler(t, pub)
 	req := httptest.NewRequest(http.MethodPost, "/v1/events", strings.NewReader(one))
 	req.RemoteAddr = "10.1.2.3:5555"
 	req.Header.Set("Content-Type", "application/cloudevents+json")
@@ -223,8 +234,7 @@ func TestIngestAuthentication(t *testing.T) {
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("remote client without keys: %d", rec.Code)
 	}
-	if _, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1, MaxBatch: 1, PublishTimeout: time.Second, APIKeys: map[string]string{"short": "gw"}},
-		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), time.Now); err == nil {
+	if _, err := ingest.ParseAPIKey("gw=short"); err == nil {
 		t.Fatal("a 5-character API key was accepted")
 	}
 }
@@ -239,7 +249,7 @@ func FuzzIngestBody(f *testing.F) {
 	f.Add(`{"specversion":"1.0","id":"a","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":"a","service":"image-tagging","calls":1e400}}`, false)
 	f.Fuzz(func(t *testing.T, body string, batch bool) {
 		pub := &memPublisher{}
-		h := newHandler(t, pub, nil)
+		h := newHandler(t, pub)
 		ct := "application/cloudevents+json"
 		if batch {
 			ct = "application/cloudevents-batch+json"
@@ -350,6 +360,49 @@ func TestIngestCapsRequestsWaitingOnKafka(t *testing.T) {
 	for range 2 {
 		if c := <-codes; c != http.StatusOK {
 			t.Fatalf("a waiting request got %d", c)
+		}
+	}
+}
+
+// A key reports only the accounts it is scoped to (one gateway must not bill another company),
+// only recent usage unless it may back-fill, and may be stored as its SHA-256 alone.
+func TestIngestKeysAreScoped(t *testing.T) {
+	pub := &memPublisher{}
+	secret := "0123456789abcdef-shop"
+	sum := sha256.Sum256([]byte(secret))
+	h := newHandler(t, pub,
+		"shop=sha256:"+hex.EncodeToString(sum[:])+";accounts=acme|shop-*",
+		"importer=0123456789abcdef-importer;backfill")
+	auth := func(k string) []string { return []string{"Authorization", "Bearer " + k} }
+	if code, resp := post(h, "application/cloudevents+json", usageJSON("s1", "shop-42", "image-tagging", 1), auth(secret)...); code != http.StatusOK {
+		t.Fatalf("an account under the key's prefix, with the hashed key: %d %+v", code, resp)
+	}
+	code, resp := post(h, "application/cloudevents+json", usageJSON("s2", "globex", "image-tagging", 900_000), auth(secret)...)
+	if code != http.StatusForbidden || len(resp.Rejected) != 1 || !strings.Contains(resp.Rejected[0].Reason, `may not report usage of account "globex"`) {
+		t.Fatalf("another company's account: %d %+v", code, resp)
+	}
+	batch := "[" + usageJSON("s3", "acme", "image-tagging", 1) + "," + usageJSON("s4", "globex", "image-tagging", 1) + "]"
+	code, resp = post(h, "application/cloudevents-batch+json", batch, auth(secret)...)
+	if code != http.StatusMultiStatus || resp.Accepted != 1 || len(resp.Rejected) != 1 || resp.Rejected[0].Index != 1 {
+		t.Fatalf("a batch with one foreign account: %d %+v", code, resp)
+	}
+	old := strings.Replace(usageJSON("s5", "acme", "image-tagging", 1_000_000), "2026-10-05T11:59:00Z", "2020-01-15T00:00:00Z", 1)
+	code, resp = post(h, "application/cloudevents+json", old, auth(secret)...)
+	if code != http.StatusForbidden || !strings.Contains(resp.Rejected[0].Reason, "back-dated usage needs a key allowed to back-fill") {
+		t.Fatalf("usage back-dated into 2020: %d %+v", code, resp)
+	}
+	if code, resp := post(h, "application/cloudevents+json", strings.Replace(old, `"s5"`, `"i1"`, 1), auth("0123456789abcdef-importer")...); code != http.StatusOK {
+		t.Fatalf("the same by a back-fill key of any account: %d %+v", code, resp)
+	}
+	if len(pub.records) != 3 {
+		t.Fatalf("%d records published; want s1, s3 and i1", len(pub.records))
+	}
+	for _, bad := range []string{"gw", "gw=", "=0123456789abcdef", "gw=sha256:abc", "gw=0123456789abcdef;accounts=", "gw=0123456789abcdef;accounts=*",
+		"gw=0123456789abcdef;accounts=a*b", "gw=0123456789abcdef;admin"} {
+		if _, err := ingest.ParseAPIKey(bad); err == nil {
+			t.Errorf("key entry %q was accepted", bad)
+		} else if strings.Contains(err.Error(), "0123456789abcdef") {
+			t.Errorf("the error for %q shows the key: %v", bad, err)
 		}
 	}
 }

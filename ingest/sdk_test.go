@@ -20,7 +20,7 @@ import (
 // 400, which the SDK reports as a NACK.
 func TestOfficialGoSDKCanSendUsage(t *testing.T) {
 	pub := &memPublisher{}
-	srv := httptest.NewServer(newHandler(t, pub, nil))
+	srv := httptest.NewServer(newHandler(t, pub))
 	defer srv.Close()
 	client, err := cloudevents.NewClientHTTP()
 	if err != nil {

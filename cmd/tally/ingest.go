@@ -24,7 +24,9 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	rf := addRoleFlags(fs, "127.0.0.1:9101", false)
 	kf, tf := rf.kafka, rf.topics
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the ingest API")
-	apiKeys := fs.String("api-keys", "", "gateway API keys as name=key,name=key (or @FILE with one name=key per line); empty: loopback clients only")
+	apiKeys := fs.String("api-keys", "", "gateway API keys: @FILE with one entry per line (keep keys off the command line), or entries separated by commas; "+
+		"an entry is NAME=KEY or NAME=sha256:HEX, then optionally ;accounts=a|b|prefix-* and ;backfill; empty: loopback clients only")
+	maxAge := fs.Duration("max-event-age", 35*24*time.Hour, "refuse usage that happened longer ago than this, unless the key may back-fill (negative: no limit)")
 	maxBody := fs.Int64("max-body-bytes", 4<<20, "largest request body")
 	maxBatch := fs.Int("max-batch", 1000, "most events in one batch request")
 	batchTimeout := fs.Duration("kafka-batch-timeout", 2*time.Millisecond, "how long the Kafka writer waits to fill a batch")
@@ -52,7 +54,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	log := r.log
-	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, APIKeys: keys, PublishTimeout: *publishTimeout,
+	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, Keys: keys, MaxEventAge: *maxAge, PublishTimeout: *publishTimeout,
 		MaxInFlight: *maxInFlight, RetryAfter: *retryAfter}, cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
@@ -67,14 +69,13 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	return r.wait()
 }
 
-// parseAPIKeys reads name=key pairs, comma separated or one per line in @FILE.
-func parseAPIKeys(spec string) (map[string]string, error) {
-	keys := map[string]string{}
+// parseAPIKeys reads key entries (ingest.ParseAPIKey), comma separated or one per line in @FILE
+// (# starts a comment).
+func parseAPIKeys(spec string) ([]ingest.APIKey, error) {
 	if spec == "" {
-		return keys, nil
+		return nil, nil
 	}
-	text := spec
-	sep := ","
+	text, sep := spec, ","
 	if strings.HasPrefix(spec, "@") {
 		raw, err := os.ReadFile(spec[1:])
 		if err != nil {
@@ -82,16 +83,17 @@ func parseAPIKeys(spec string) (map[string]string, error) {
 		}
 		text, sep = string(raw), "\n"
 	}
+	var keys []ingest.APIKey
 	for _, part := range strings.Split(text, sep) {
 		part = strings.TrimSpace(part)
 		if part == "" || strings.HasPrefix(part, "#") {
 			continue
 		}
-		name, key, ok := strings.Cut(part, "=")
-		if !ok || name == "" || key == "" {
-			return nil, fmt.Errorf("--api-keys: %q is not name=key", part)
+		k, err := ingest.ParseAPIKey(part)
+		if err != nil {
+			return nil, fmt.Errorf("--api-keys: %w", err)
 		}
-		keys[key] = name
+		keys = append(keys, k)
 	}
 	return keys, nil
 }
