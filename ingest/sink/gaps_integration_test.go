@@ -32,6 +32,19 @@ func newSink(t *testing.T, e *env) (*sink.Sink, *sink.Metrics) {
 	return s, m
 }
 
+// drain runs a sink until it has written every partition to its end, then stops it.
+func drain(t *testing.T, e *env) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runSink(t, e, ctx)
+	waitForProgress(t, e, time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func usageRecords(from, to int) []kafka.Message {
 	var msgs []kafka.Message
 	for i := from; i < to; i++ {
@@ -57,22 +70,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
 	e := setup(t, 1)
 	produce(t, e, usageRecords(0, 10))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := runSink(t, e, ctx)
-	waitForProgress(t, e, time.Minute)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	drain(t, e)
 
 	// While the sink is down, 10 more arrive and Kafka drops all but the last 5.
 	produce(t, e, usageRecords(10, 20))
 	testinfra.KafkaDeleteRecords(t, e.brokers, e.topic, 0, 15)
 
 	s, m := newSink(t, e)
-	ctx, cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done = make(chan error, 1)
+	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	eventually(t, "the sink to report the gap", func() bool { return s.Ready(ctx) != nil })
 	if err := s.Ready(ctx); !strings.Contains(err.Error(), "partition 0 stopped (deleted_before_read, offsets 10-15)") {
@@ -132,13 +139,7 @@ func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
 func TestSinkStopsWhenItsProgressIsPastTheTopic(t *testing.T) {
 	e := setup(t, 1)
 	produce(t, e, usageRecords(0, 10))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := runSink(t, e, ctx)
-	waitForProgress(t, e, time.Minute)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	drain(t, e)
 	actx, acancel := context.WithTimeout(context.Background(), time.Minute)
 	defer acancel()
 	if err := kafkax.DeleteTopics(actx, e.brokers, e.topic); err != nil {
@@ -150,9 +151,9 @@ func TestSinkStopsWhenItsProgressIsPastTheTopic(t *testing.T) {
 	produce(t, e, usageRecords(100, 103))
 
 	s, m := newSink(t, e)
-	ctx, cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done = make(chan error, 1)
+	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	eventually(t, "the sink to stop the partition", func() bool { return s.Ready(ctx) != nil })
 	if err := s.Ready(ctx); !strings.Contains(err.Error(), "progress_past_end, offsets 3-10") {
@@ -177,20 +178,14 @@ func TestAuditAccountsForEveryOffset(t *testing.T) {
 	msgs := usageRecords(0, 10)
 	msgs = append(msgs[:4], append([]kafka.Message{{Key: []byte("acme"), Value: []byte("not an event")}}, msgs[4:]...)...) // offset 4: a dead letter
 	produce(t, e, msgs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := runSink(t, e, ctx)
-	waitForProgress(t, e, time.Minute)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	drain(t, e)
 	// Offsets 11..15, then a gateway retry of g13 (offset 14) at 16.
 	produce(t, e, append(usageRecords(10, 15), usageRecords(13, 14)...))
 	testinfra.KafkaDeleteRecords(t, e.brokers, e.topic, 0, 13)
 	s, _ := newSink(t, e)
-	ctx, cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done = make(chan error, 1)
+	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	var gaps []sink.Gap
 	eventually(t, "the gap to be recorded", func() bool {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -68,7 +67,7 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 	go func() { _ = l.Run(ctx) }()
 
 	bin := testinfra.BuildTally(t, "../..")
-	ingestAddr := freeAddr(t)
+	ingestAddr := testinfra.FreeAddr(t)
 	startIngest := func() *exec.Cmd {
 		cmd := exec.Command(bin, "ingest", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage,
 			"--http-addr", ingestAddr, "--admin-addr", "127.0.0.1:0", "--log-level", "error")
@@ -301,16 +300,6 @@ func adminMetric(admin, name string) float64 {
 	return sum
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // Two `tally settle` processes in one election: the leader settles October and is killed with
 // SIGKILL; the standby takes over once the leader's session expires, acts on the ledger's reply
 // to the hold, and the billing topic is still exactly the replay of the log, nothing twice.
@@ -331,7 +320,7 @@ func TestStandbyTakesOverFromAKilledLeader(t *testing.T) {
 	spec := fmt.Sprintf("virtual=%s,real=%d,speed=60", v0.Format(time.RFC3339), r0.UnixMilli())
 	group := testinfra.UniqueName(t, "leader")
 	start := func() (*exec.Cmd, string) {
-		admin := freeAddr(t)
+		admin := testinfra.FreeAddr(t)
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
 			"--sink-group", e.sinkGroup, "--leader-group", group, "--session-timeout", "6s", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(),

@@ -167,7 +167,7 @@ type settleProcess struct {
 }
 
 func (m *monthBench) start(b *testing.B, bin string) *settleProcess {
-	p := &settleProcess{admin: freeAddr(b), pprof: freeAddr(b), done: make(chan struct{})}
+	p := &settleProcess{admin: testinfra.FreeAddr(b), pprof: testinfra.FreeAddr(b), done: make(chan struct{})}
 	clock := fmt.Sprintf("virtual=2026-11-01T02:00:01+08:00,real=%d,speed=1", time.Now().UnixMilli())
 	p.cmd = exec.Command(bin, "settle", "--kafka-brokers", strings.Join(m.brokers, ","), "--topic-usage", m.usage, "--topic-accounts", m.accounts,
 		"--topic-ledger", m.ledger, "--topic-billing", m.billing, "--topic-account-status", m.status, "--topic-settle-journal", m.journal,
