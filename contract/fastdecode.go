@@ -3,7 +3,6 @@ package contract
 import (
 	"bytes"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
 )
@@ -230,7 +229,7 @@ func (s *scanner) str() ([]byte, bool) {
 			v := s.b[start:s.i]
 			s.i++
 			return v, true
-		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
+		case c == '\\' || c < 0x20 || c >= 0x7f: // DEL and beyond: the slow path judges them
 			return nil, false
 		}
 		s.i++

@@ -30,6 +30,11 @@ func (catalogue) CheckService(s string, at time.Time) error {
 
 var received = time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)
 
+// rawEvent is a usage event whose id is written into the JSON as given (escapes, bad bytes).
+func rawEvent(id, at string) string {
+	return `{"specversion":"1.0","id":"` + id + `","source":"gw","type":"tally.usage.v1","time":"` + at + `","data":{"account":"a","service":"image-tagging"}}`
+}
+
 func event(id, at, data string) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":%q,"data":%s}`, id, at, data)
 }
@@ -58,6 +63,10 @@ func TestParseUsage(t *testing.T) {
 			want: Usage{ID: "e1", Account: strings.Repeat("a", 64), Service: "image-tagging", Calls: 1, Time: received}},
 		{name: "account bad char", raw: event("e1", ok, `{"account":"a/b","service":"image-tagging"}`), reason: "outside [A-Za-z0-9._-]"},
 		{name: "unknown service", raw: event("e1", ok, `{"account":"a","service":"x"}`), reason: `unknown service "x"`},
+		{name: "id with DEL", raw: rawEvent("e\x7f1", ok), reason: "id holds U+007F"},
+		{name: "id with an escaped control character", raw: rawEvent(`e\u00011`, ok), reason: "id holds U+0001"},
+		{name: "id with a lone surrogate", raw: rawEvent(`e\ud800`, ok), reason: "id holds U+FFFD"},
+		{name: "invalid UTF-8", raw: rawEvent("e\xff", ok), reason: "not valid UTF-8"},
 		{name: "retired service", raw: event("e1", ok, `{"account":"a","service":"old-service"}`), reason: "retired"},
 		{name: "calls zero", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":0}`), reason: "outside 1..1000000"},
 		{name: "calls too many", raw: event("e1", ok, `{"account":"a","service":"image-tagging","calls":1000001}`), reason: "outside 1..1000000"},

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // SpecVersion is the only CloudEvents version Tally speaks.
@@ -68,6 +70,10 @@ func IsInvalid(err error) bool {
 // Decode parses one structured-mode CloudEvent. It checks the envelope only: specversion (when
 // present) must be 1.0, id and type non-empty, time and recordedat RFC 3339, data a JSON object.
 func Decode(raw []byte) (Event, error) {
+	// encoding/json would turn each invalid byte into U+FFFD, and two distinct ids into one.
+	if !utf8.Valid(raw) {
+		return Event{}, reject("the event is not valid UTF-8")
+	}
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&w); err != nil {
@@ -86,12 +92,18 @@ func Decode(raw []byte) (Event, error) {
 	if len(*w.ID) > 256 {
 		return Event{}, reject("id is longer than 256 bytes")
 	}
+	if err := printable("id", *w.ID); err != nil {
+		return Event{}, err
+	}
 	ev.ID = *w.ID
 	if w.Type == nil || *w.Type == "" {
 		return Event{}, reject("type is missing")
 	}
 	ev.Type = *w.Type
 	if w.Source != nil {
+		if err := printable("source", *w.Source); err != nil {
+			return Event{}, err
+		}
 		ev.Source = *w.Source
 	}
 	if w.DataContentType != nil && !isJSONMediaType(*w.DataContentType) {
@@ -120,6 +132,17 @@ func Decode(raw []byte) (Event, error) {
 	}
 	ev.Data = data
 	return ev, nil
+}
+
+// printable refuses control characters (they hide in logs and terminals) and U+FFFD (what an
+// escaped lone surrogate decodes to: two distinct ids would become one).
+func printable(name, v string) error {
+	for _, r := range v {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return reject("%s holds %U: ids and sources must be printable UTF-8", name, r)
+		}
+	}
+	return nil
 }
 
 func isJSONMediaType(s string) bool {
