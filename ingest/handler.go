@@ -6,6 +6,7 @@ package ingest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,7 +18,9 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tally-billing/tally/contract"
@@ -55,6 +58,8 @@ type HandlerConfig struct {
 	// MaxInFlight bounds the requests waiting on Kafka at once; more are answered 503 at once
 	// (default 1024).
 	MaxInFlight int
+	// BodyTimeout bounds the wait for a request's body: 408 after it (0: none).
+	BodyTimeout time.Duration
 	// RetryAfter is how long a 503 asks the gateway to wait, and how long after a failed publish
 	// requests are refused without trying Kafka, until one trial goes through (default 1 s).
 	RetryAfter time.Duration
@@ -167,15 +172,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Header.Get("Content-Type"), cloudevent.ContentType, cloudevent.BatchContentType))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, status, err := h.readBody(w, r)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes: send smaller batches", h.cfg.MaxBodyBytes))
-			return
-		}
-		h.fail(w, http.StatusBadRequest, "reading body: "+err.Error())
+		h.fail(w, status, err.Error())
 		return
+	}
+	if mt == "application/json" && !binary && len(bytes.TrimSpace(body)) > 0 && bytes.TrimSpace(body)[0] == '[' {
+		batch = true // a JSON array sent as plain JSON is the batch it evidently is
 	}
 	var raws []json.RawMessage
 	if binary {
@@ -232,7 +235,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.Accepted.Add(float64(len(records)))
 	}
 	h.metrics.BatchSize.Observe(float64(len(raws)))
-	status := http.StatusOK
+	status = http.StatusOK
 	switch {
 	case resp.Accepted == 0:
 		status = http.StatusBadRequest
@@ -281,6 +284,39 @@ func (h *Handler) publish(r *http.Request, gateway string, records []Record) (bo
 
 // Ready fails while Kafka does not acknowledge writes (the breaker is open); a readiness check.
 func (h *Handler) Ready(context.Context) error { return h.breaker.ready() }
+
+// readBody reads the request body, gzip-compressed (Content-Encoding: gzip) or not, within
+// MaxBodyBytes once decompressed (a small bomb cannot expand past it) and within BodyTimeout (a
+// client trickling bytes gets 408, not a hung connection).
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	if h.cfg.BodyTimeout > 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	}
+	var in io.Reader = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("Content-Encoding gzip: the body is not gzip: %v", err)
+		}
+		defer zr.Close()
+		in = io.LimitReader(zr, h.cfg.MaxBodyBytes+1)
+	default:
+		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %q: send the body plain or gzip", enc)
+	}
+	body, err := io.ReadAll(in)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || int64(len(body)) > h.cfg.MaxBodyBytes:
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than %d bytes: send smaller batches", h.cfg.MaxBodyBytes)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, http.StatusRequestTimeout, fmt.Errorf("the body did not arrive within %s", h.cfg.BodyTimeout)
+	case err != nil:
+		return nil, http.StatusBadRequest, fmt.Errorf("reading body: %v", err)
+	}
+	return body, 0, nil
+}
 
 // SplitBody turns a request body into the raw events it carries: the body itself, or the
 // elements of a JSON array for a batch.

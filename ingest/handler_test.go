@@ -1,7 +1,9 @@
 package ingest_test
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -404,5 +407,62 @@ func TestIngestKeysAreScoped(t *testing.T) {
 		} else if strings.Contains(err.Error(), "0123456789abcdef") {
 			t.Errorf("the error for %q shows the key: %v", bad, err)
 		}
+	}
+}
+
+// Bodies as gateways send them: gzip-compressed (bounded once decompressed), a JSON array as
+// plain application/json; an unknown encoding is refused with what to send instead.
+func TestIngestBodyEncodings(t *testing.T) {
+	pub := &memPublisher{}
+	h := newHandler(t, pub)
+	gz := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write([]byte(s))
+		_ = zw.Close()
+		return b.String()
+	}
+	batch := "[" + usageJSON("z1", "acme", "image-tagging", 1) + "," + usageJSON("z2", "acme", "image-tagging", 2) + "]"
+	if code, resp := post(h, "application/cloudevents-batch+json", gz(batch), "Content-Encoding", "gzip"); code != http.StatusOK || resp.Accepted != 2 {
+		t.Fatalf("a gzip batch: %d %+v", code, resp)
+	}
+	bomb := gz(strings.Repeat(" ", 1<<20) + usageJSON("z3", "acme", "image-tagging", 1)) // ~1 KiB expanding past the 64 KiB limit
+	if code, resp := post(h, "application/cloudevents+json", bomb, "Content-Encoding", "gzip"); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body that expands past the limit: %d %+v", code, resp)
+	}
+	if code, resp := post(h, "application/cloudevents+json", usageJSON("z4", "acme", "image-tagging", 1), "Content-Encoding", "br"); code != http.StatusUnsupportedMediaType || !strings.Contains(resp.Error, "plain or gzip") {
+		t.Fatalf("brotli: %d %+v", code, resp)
+	}
+	if code, resp := post(h, "application/json", strings.Replace(batch, "z", "j", 2)); code != http.StatusOK || resp.Accepted != 2 {
+		t.Fatalf("a JSON array as application/json: %d %+v", code, resp)
+	}
+	if len(pub.records) != 4 {
+		t.Fatalf("%d records; want 4", len(pub.records))
+	}
+}
+
+// A client that sends headers and then trickles (or stops sending) its body gets 408 once
+// BodyTimeout has passed, not a connection held open.
+func TestIngestSlowBodyGets408(t *testing.T) {
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10, PublishTimeout: time.Second, BodyTimeout: 300 * time.Millisecond},
+		settle.DefaultCatalogue(), &memPublisher{}, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents+json\r\nContent-Length: 500\r\n\r\n{\"specversion\":")
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d; want 408", resp.StatusCode)
 	}
 }

@@ -33,6 +33,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	compression := fs.String("kafka-compression", "lz4", "compression of usage records: none, gzip, snappy, lz4, zstd")
 	publishTimeout := fs.Duration("publish-timeout", 15*time.Second, "longest wait for Kafka to acknowledge a request's events before answering 503")
 	maxInFlight := fs.Int("max-in-flight", 1024, "most requests waiting on Kafka at once; more are answered 503 at once")
+	bodyTimeout := fs.Duration("body-timeout", 10*time.Second, "longest wait for a request's body; 408 after it")
 	retryAfter := fs.Duration("retry-after", time.Second, "after a failed publish, answer 503 (Retry-After) at once for this long, then try Kafka with one request")
 	if err := env.parse(fs, args); err != nil {
 		return err
@@ -55,7 +56,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	log := r.log
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, Keys: keys, MaxEventAge: *maxAge, PublishTimeout: *publishTimeout,
-		MaxInFlight: *maxInFlight, RetryAfter: *retryAfter}, cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
+		MaxInFlight: *maxInFlight, RetryAfter: *retryAfter, BodyTimeout: *bodyTimeout}, cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
 	}

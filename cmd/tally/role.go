@@ -108,7 +108,7 @@ func (r *role) run(part func(ctx context.Context) error) { r.g.Go(func() error {
 
 // serveHTTP serves handler on addr and, when the role stops, drains in-flight requests.
 func (r *role) serveHTTP(name, addr string, handler http.Handler, drain time.Duration) error {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
