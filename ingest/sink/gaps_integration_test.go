@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
+	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/ingest/sink"
+	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
@@ -223,4 +225,65 @@ func TestAuditAccountsForEveryOffset(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// The sink through a ClickHouse that is killed and started again under it: writes fail, the
+// partition retries from the progress ClickHouse kept, and in the end every record is a row
+// once (the audit accounts for each offset) and no batch is lost or doubled.
+func TestSinkRidesOutAClickHouseRestart(t *testing.T) {
+	server := testinfra.StartClickHouse(t)
+	brokers, topic := testinfra.Topic(t, 2, nil)
+	_, dlq := testinfra.Topic(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := server.HTTPConfig("tally")
+	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := chx.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e := &env{brokers: brokers, topic: topic, dlq: dlq, grp: testinfra.UniqueName(t, "sink"), conn: conn, cfg: cfg, partitions: 2}
+	s, m := newSink(t, e)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(sctx) }()
+	for wave := range 6 {
+		var msgs []kafka.Message
+		for i := range 200 {
+			acct := fmt.Sprintf("acct-%d", i%9)
+			msgs = append(msgs, kafka.Message{Key: []byte(acct), Value: usage(fmt.Sprintf("w%d-%d", wave, i), acct, "image-tagging", 1, "2026-10-05T10:00:00+08:00")})
+		}
+		produce(t, e, msgs)
+		if wave == 2 {
+			server.Kill()
+			time.Sleep(2 * time.Second)
+			server.Start()
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	waitForProgress(t, e, 2*time.Minute)
+	if f := testutil.ToFloat64(m.Errors); f == 0 {
+		t.Error("no partition failed while ClickHouse was down: the restart did not test anything")
+	}
+	if n := count(t, e, "SELECT count() FROM usage_events FINAL"); n != 1200 {
+		t.Fatalf("%d rows after FINAL; want 1200", n)
+	}
+	loc, _ := time.LoadLocation("Asia/Shanghai")
+	audit, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: brokers, Topic: topic, DLQTopic: dlq, Group: e.grp, Location: loc, Services: settle.DefaultCatalogue()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range audit {
+		if !p.Clean() || p.Pending != 0 || p.Rows+p.Retries != p.Progress {
+			t.Errorf("audit of partition %d: %+v", p.Partition, p)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

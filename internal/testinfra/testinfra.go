@@ -280,6 +280,11 @@ func kafkaVersion(t testing.TB) string {
 
 // defaultKafkaLibs is where deploy/local/infra.sh keeps the Kafka jars.
 func defaultKafkaLibs(t testing.TB) string {
+	return filepath.Join(cacheDir(), "kafka-"+kafkaVersion(t), "libs")
+}
+
+// cacheDir is deploy/local/infra.sh's cache directory.
+func cacheDir() string {
 	cache := os.Getenv("TALLY_CACHE")
 	if cache == "" {
 		base := os.Getenv("XDG_CACHE_HOME")
@@ -289,5 +294,5 @@ func defaultKafkaLibs(t testing.TB) string {
 		}
 		cache = filepath.Join(base, "tally")
 	}
-	return filepath.Join(cache, "kafka-"+kafkaVersion(t), "libs")
+	return cache
 }
