@@ -48,8 +48,8 @@ test-unit: ## tests that need no services (integration tests skipped)
 	TALLY_SKIP_INTEGRATION=1 $(GO) test -race -shuffle=on ./...
 
 chaos: up ## the fault-injection tests alone, verbose: roles SIGKILLed, a test broker killed and restarted (make test runs them too)
-	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesBrokerRestarts|TestSettleWorkerSurvivesSIGKILL|TestAggregateSurvivesSIGKILL|TestFollowRidesOutABrokerRestart|TestPingTellsWhenTheBrokerIsDown' \
-		./settle/worker ./aggregate/worker ./internal/kafkax
+	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesServiceRestarts|TestSettleWorkerSurvivesSIGKILL|TestAggregateSurvivesSIGKILL|TestFollowRidesOutABrokerRestart|TestPingTellsWhenTheBrokerIsDown|TestSinkRidesOutAClickHouseRestart' \
+		./settle/worker ./aggregate/worker ./internal/kafkax ./ingest/sink
 
 bench: ## run the Go benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...

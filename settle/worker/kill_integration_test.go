@@ -36,21 +36,27 @@ func TestSettleWorkerSurvivesSIGKILL(t *testing.T) {
 	survive(t, setup(t), 150_000, nil)
 }
 
-// Chaos: the same run on a Kafka broker of the test's own, which is also killed (SIGKILL) and
-// stopped (SIGTERM) and started again while the roles run; roles that exit by themselves are
-// restarted as a supervisor would. Afterwards the billing topic equals the replay of the export
-// and `tally audit` accounts for every usage record.
-func TestBillingSurvivesBrokerRestarts(t *testing.T) {
+// Chaos: the same run on a Kafka broker and a ClickHouse of the test's own, in turn killed
+// (the broker by SIGKILL and SIGTERM, ClickHouse by SIGKILL) and started again while the roles
+// run; roles that exit by themselves are restarted as a supervisor would. Afterwards the billing
+// topic equals the replay of the export and `tally audit` accounts for every usage record.
+func TestBillingSurvivesServiceRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a broker for two minutes")
 	}
-	b := testinfra.StartBroker(t)
-	survive(t, setupOn(t, b.Brokers()), 60_000, b)
+	b, ch := testinfra.StartBroker(t), testinfra.StartClickHouse(t)
+	survive(t, setupOn(t, b.Brokers(), ch), 60_000, &faults{broker: b, clickhouse: ch})
+}
+
+// faults are the services a run may kill and restart besides the roles.
+type faults struct {
+	broker     *testinfra.Broker
+	clickhouse *testinfra.ClickHouseServer
 }
 
 // survive runs the two-month scenario on a virtual clock at speed, killing roles (and broker,
 // when not nil) at random, and checks the billing topic against the replay of the export.
-func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
+func survive(t *testing.T, e *env, speed float64, services *faults) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -101,7 +107,7 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 	}
 	startSink := func() *exec.Cmd {
 		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-usage-dlq", e.dlq,
-			"--group", e.sinkGroup, "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
+			"--group", e.sinkGroup, "--clickhouse-http", e.chHTTP, "--clickhouse-database", e.db,
 			"--batch-rows", "50", "--flush-interval", "50ms", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0", "--log-level", "error")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -112,7 +118,7 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
-			"--sink-group", e.sinkGroup, "--leader-group", "", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(), "--clickhouse-database", e.db,
+			"--sink-group", e.sinkGroup, "--leader-group", "", "--clickhouse-http", e.chHTTP, "--clickhouse-database", e.db,
 			"--grace", "1h", "--poll-interval", "20ms", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
 		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
 		cmd.Stderr = os.Stderr
@@ -157,7 +163,7 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 	}()
 
 	r := rand.New(rand.NewPCG(9, 9))
-	kills, selfExits, brokerRestarts := 0, 0, 0
+	kills, selfExits, brokerRestarts, chRestarts := 0, 0, 0, 0
 	ingestProc, sinkProc, settleProc := supervise(startIngest), supervise(startSink), supervise(start)
 	// A restarted sink waits out its predecessor's session (6 s) before it consumes again: killed
 	// more often than that it would never write, and the run would only measure that.
@@ -174,8 +180,8 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 				}
 			}
 			target := r.IntN(3)
-			if broker != nil && r.IntN(4) == 0 && time.Since(brokerStarted) > 12*time.Second {
-				target = 3
+			if services != nil && r.IntN(3) == 0 && time.Since(brokerStarted) > 12*time.Second {
+				target = 3 + (brokerRestarts+chRestarts)%2 // the broker and ClickHouse in turn
 			}
 			if target == 1 && time.Since(sinkStarted) < 10*time.Second {
 				target = 2
@@ -190,16 +196,23 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 			case 2:
 				settleProc.kill()
 				settleProc = supervise(start)
-			default:
+			case 3:
 				if brokerRestarts%2 == 0 {
-					broker.Kill()
+					services.broker.Kill()
 				} else {
-					broker.Stop()
+					services.broker.Stop()
 				}
 				time.Sleep(time.Duration(r.IntN(3000)) * time.Millisecond)
-				broker.Start()
+				services.broker.Start()
 				brokerRestarts++
 				brokerStarted = time.Now()
+				continue
+			default:
+				services.clickhouse.Kill()
+				time.Sleep(time.Duration(r.IntN(3000)) * time.Millisecond)
+				services.clickhouse.Start()
+				chRestarts++
+				brokerStarted = time.Now() // one service fault at a time, with room between
 				continue
 			}
 			kills++
@@ -239,7 +252,7 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 			t.Errorf("missing %s", must)
 		}
 	}
-	if broker != nil {
+	if services != nil {
 		loc, _ := time.LoadLocation("Asia/Shanghai")
 		audit, err := sink.Audit(context.Background(), e.conn, sink.AuditConfig{Brokers: e.brokers, Topic: e.usage, DLQTopic: e.dlq, Group: e.sinkGroup,
 			Location: loc, Services: settle.DefaultCatalogue()})
@@ -252,8 +265,8 @@ func survive(t *testing.T, e *env, speed float64, broker *testinfra.Broker) {
 			}
 		}
 	}
-	t.Logf("%d role kills, %d broker restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log",
-		kills, brokerRestarts, selfExits, len(got))
+	t.Logf("%d role kills, %d broker restarts, %d ClickHouse restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log",
+		kills, brokerRestarts, chRestarts, selfExits, len(got))
 }
 
 // proc is a role process under a supervisor: it can tell that it exited, be killed, be stopped.
@@ -323,7 +336,7 @@ func TestStandbyTakesOverFromAKilledLeader(t *testing.T) {
 		admin := testinfra.FreeAddr(t)
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
-			"--sink-group", e.sinkGroup, "--leader-group", group, "--session-timeout", "6s", "--clickhouse-http", "http://"+testinfra.ClickHouseHTTPAddr(),
+			"--sink-group", e.sinkGroup, "--leader-group", group, "--session-timeout", "6s", "--clickhouse-http", e.chHTTP,
 			"--clickhouse-database", e.db, "--grace", "1m", "--poll-interval", "20ms", "--admin-addr", admin, "--log-level", "warn")
 		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
 		cmd.Stderr = os.Stderr

@@ -58,14 +58,16 @@ type env struct {
 	conn                                                   driver.Conn
 	db                                                     string
 	sinkGroup                                              string
+	chHTTP                                                 string // the ClickHouse HTTP URL roles get
 	clock                                                  *clock
 }
 
-func setup(t *testing.T) *env { return setupOn(t, nil) }
+func setup(t *testing.T) *env { return setupOn(t, nil, nil) }
 
 // setupOn is setup with the topics on brokers (nil: the shared test broker, each topic removed
-// afterwards; otherwise a broker of the test's own, which goes with it).
-func setupOn(t *testing.T, brokers []string) *env {
+// afterwards; otherwise a broker of the test's own, which goes with it) and the database on
+// server (nil: the shared ClickHouse).
+func setupOn(t *testing.T, brokers []string, server *testinfra.ClickHouseServer) *env {
 	t.Helper()
 	e := &env{clock: &clock{}}
 	topic := func(partitions int, configs map[string]string) string {
@@ -91,14 +93,26 @@ func setupOn(t *testing.T, brokers []string) *env {
 	e.journal = topic(1, nil)
 	e.dlq = topic(1, nil)
 	var cfg chx.Config
-	// Over HTTP, as the roles talk to ClickHouse: the local chDB engine aborts when a native
-	// client dies mid-query, which stopping an in-process worker can do.
-	e.conn, cfg = testinfra.ClickHouse(t, clickhouse.HTTP)
-	e.db = cfg.Database
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if server == nil {
+		// Over HTTP, as the roles talk to ClickHouse: the local chDB engine aborts when a native
+		// client dies mid-query, which stopping an in-process worker can do.
+		e.conn, cfg = testinfra.ClickHouse(t, clickhouse.HTTP)
+		e.chHTTP = "http://" + testinfra.ClickHouseHTTPAddr()
+	} else {
+		cfg, e.chHTTP = server.HTTPConfig("tally"), server.HTTPURL()
+	}
+	e.db = cfg.Database
 	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, discard()); err != nil {
 		t.Fatal(err)
+	}
+	if e.conn == nil {
+		var err error
+		if e.conn, err = chx.Open(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.conn.Close() })
 	}
 	e.sinkGroup = testinfra.UniqueName(t, "sink")
 	return e
