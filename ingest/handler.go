@@ -25,6 +25,7 @@ import (
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 // Record is an accepted usage event on its way to the log: Key is the account (per-account
@@ -232,7 +233,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		resp.Accepted = len(records)
-		h.metrics.Accepted.Add(float64(len(records)))
+		telemetry.AddInt(h.metrics.Accepted, int64(len(records)))
 	}
 	h.metrics.BatchSize.Observe(float64(len(raws)))
 	status = http.StatusOK

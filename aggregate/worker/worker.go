@@ -19,6 +19,7 @@ import (
 	"github.com/tally-billing/tally/aggregate"
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 // Config of the aggregator.
@@ -180,7 +181,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 		}
 		select {
 		case <-tick.C:
-			lag.Set(float64(r.Stats().Lag))
+			telemetry.SetInt(lag, r.Stats().Lag)
 			if writing {
 				break
 			}
@@ -203,7 +204,7 @@ func (w *Worker) checkGap(ctx context.Context, partition int, where string, expe
 	if err != nil || !deleted {
 		return
 	}
-	w.metrics.Lost.WithLabelValues(strconv.Itoa(partition), where).Add(float64(got - expected))
+	telemetry.AddInt(w.metrics.Lost.WithLabelValues(strconv.Itoa(partition), where), got-expected)
 	w.log.Error("aggregate: usage records were deleted from Kafka before the aggregator read them; the running totals miss them (bills do not depend on them; `tally reconcile` shows the difference, `tally gaps` what the sink lost)",
 		"topic", w.cfg.Topic, "partition", partition, "from_offset", expected, "to_offset", got, "records", got-expected, "where", where)
 }

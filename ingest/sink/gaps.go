@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 // kafka-go never reports records it could not read: a reader asked for an offset before the log
@@ -88,7 +89,7 @@ func (s *Sink) stopped(ctx context.Context, gap *GapError) error {
 	defer s.setStopped(gap.Partition, nil)
 	s.metrics.Gaps.WithLabelValues(gap.Reason).Inc()
 	gauge := s.metrics.Stopped.WithLabelValues(part, gap.Reason)
-	gauge.Set(float64(gap.To - gap.From))
+	telemetry.SetInt(gauge, gap.To-gap.From)
 	defer gauge.Set(0)
 	recorded := false
 	var lastLog time.Time

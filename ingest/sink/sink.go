@@ -30,6 +30,7 @@ import (
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/telemetry"
 )
 
 // Config of the sink.
@@ -173,7 +174,7 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 			expected = m.Offset + 1
 			b.msgs = append(b.msgs, m)
 		}
-		lag.Set(float64(r.Stats().Lag))
+		telemetry.SetInt(lag, r.Stats().Lag)
 		if len(b.msgs) > 0 {
 			// How old the oldest record not yet written is: against the topic's retention, how
 			// close Kafka is to deleting records the sink has not written (alert at half of it).
@@ -251,7 +252,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 			return fmt.Errorf("insert batch %s: %w", token, err)
 		}
 		s.metrics.InsertSeconds.Observe(time.Since(start).Seconds())
-		s.metrics.Rows.Add(float64(len(rows)))
+		telemetry.AddInt(s.metrics.Rows, int64(len(rows)))
 	}
 	pctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": "progress-" + token}))
 	if err := s.ch.Exec(pctx, "INSERT INTO sink_progress (consumer, kafka_topic, kafka_partition, next_offset, rows, dead_letters, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -127,3 +127,6 @@ func (a *Admin) Run(ctx context.Context) error {
 
 // SetInt sets a gauge to an integer value (a count or a code such as a YYYYMM period).
 func SetInt(g prometheus.Gauge, v int64) { g.Set(float64(v)) }
+
+// AddInt adds a count to a counter (Prometheus keeps samples as float64; the counts are integers).
+func AddInt(c prometheus.Counter, n int64) { c.Add(float64(n)) }

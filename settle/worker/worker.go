@@ -129,7 +129,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}, ctx: context.Background(),
 		journal: newTopicWriter(cfg.Brokers, cfg.JournalTopic, journalChunkBytes)}
 	out, err := NewEmitter(DefaultEmitterConfig(cfg.Brokers, cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
-		metrics.Emitted.WithLabelValues(typ).Add(float64(n))
+		telemetry.AddInt(metrics.Emitted.WithLabelValues(typ), int64(n))
 	})
 	if err != nil {
 		return nil, err
