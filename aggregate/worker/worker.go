@@ -127,7 +127,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 	if err := r.SetOffset(start); err != nil {
 		return fmt.Errorf("seek partition %d: %w", partition, err)
 	}
-	expected := next // the offset the next record must have
+	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition, Next: next}
 	lag := w.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
 	tick := time.NewTicker(w.cfg.CheckpointInterval)
 	defer tick.Stop()
@@ -161,10 +161,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 			}
 			return nil
 		case err == nil:
-			if m.Offset > expected {
-				w.checkGap(ctx, partition, "fold", expected, m.Offset)
-			}
-			expected = m.Offset + 1
+			w.reportLost(partition, "fold", seen.Take(ctx, m), m.Offset)
 			p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
 			w.metrics.Records.Inc()
 			w.metrics.Freshness.Observe(time.Since(m.Time).Seconds())
@@ -194,19 +191,21 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 	}
 }
 
-// checkGap is called when the reader handed over got where expected was due. Records Kafka deleted
-// before the aggregator read them are missing from the running totals (and, in the window, a
-// retry across the restart may count twice). The aggregator goes on: its totals are not what
-// bills are made of (settlement recounts usage_events, and the sink stops on the same hole), but
-// it says so loudly, and reconcile shows the difference.
-func (w *Worker) checkGap(ctx context.Context, partition int, where string, expected, got int64) {
-	deleted, _, err := kafkax.Deleted(ctx, w.cfg.Brokers, w.cfg.Topic, partition, expected)
-	if err != nil || !deleted {
+// reportLost reports records Kafka deleted before the aggregator read them (err a
+// *kafkax.DeletedError; other errors of the check are ignored), up to offset until. They are
+// missing from the running totals (and, in the window, a retry across the restart may count
+// twice). The aggregator goes on: its totals are not what bills are made of (settlement recounts
+// usage_events, and the sink stops on the same hole), but it says so loudly, and reconcile shows
+// the difference.
+func (w *Worker) reportLost(partition int, where string, err error, until int64) {
+	var gone *kafkax.DeletedError
+	if !errors.As(err, &gone) || min(gone.First, until) <= gone.From {
 		return
 	}
-	telemetry.AddInt(w.metrics.Lost.WithLabelValues(strconv.Itoa(partition), where), got-expected)
+	n := min(gone.First, until) - gone.From
+	telemetry.AddInt(w.metrics.Lost.WithLabelValues(strconv.Itoa(partition), where), n)
 	w.log.Error("aggregate: usage records were deleted from Kafka before the aggregator read them; the running totals miss them (bills do not depend on them; `tally reconcile` shows the difference, `tally gaps` what the sink lost)",
-		"topic", w.cfg.Topic, "partition", partition, "from_offset", expected, "to_offset", got, "records", got-expected, "where", where)
+		"topic", w.cfg.Topic, "partition", partition, "from_offset", gone.From, "to_offset", gone.From+n, "records", n, "where", where)
 }
 
 // warm rebuilds the dedup window from the Window records before next.
@@ -220,15 +219,13 @@ func (w *Worker) warm(ctx context.Context, p *aggregate.Partition, partition int
 	if err := r.SetOffset(from); err != nil {
 		return fmt.Errorf("seek partition %d for the dedup window: %w", partition, err)
 	}
-	for expected := from; ; {
+	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition, Next: from}
+	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			return fmt.Errorf("rebuild dedup window of partition %d: %w", partition, err)
 		}
-		if m.Offset > expected {
-			w.checkGap(ctx, partition, "window", expected, min(m.Offset, next))
-		}
-		expected = m.Offset + 1
+		w.reportLost(partition, "window", seen.Take(ctx, m), next)
 		if m.Offset >= next {
 			return nil
 		}

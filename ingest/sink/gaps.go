@@ -66,19 +66,13 @@ func (s *Sink) checkResume(ctx context.Context, partition int, expected int64) e
 	return nil
 }
 
-// checkJump is called when the reader returned offset got after expected: a hole is a loss only
-// if the log start has passed expected (records were there and are gone); offsets a topic never
-// had (transaction markers, compaction) are no loss.
-func (s *Sink) checkJump(ctx context.Context, partition int, expected, got int64) error {
-	deleted, _, err := kafkax.Deleted(ctx, s.cfg.Brokers, s.cfg.Topic, partition, expected)
-	if err != nil {
-		return err
+// gapOf is the gap a *kafkax.DeletedError from reading the partition describes, or err as it is.
+func gapOf(err error) error {
+	var gone *kafkax.DeletedError
+	if errors.As(err, &gone) {
+		return &GapError{Topic: gone.Topic, Partition: gone.Partition, Reason: GapDeleted, From: gone.From, To: gone.First}
 	}
-	if deleted {
-		return &GapError{Topic: s.cfg.Topic, Partition: partition, Reason: GapDeleted, From: expected, To: got}
-	}
-	s.log.Debug("sink: offsets skipped with no records deleted", "partition", partition, "from", expected, "to", got)
-	return nil
+	return err
 }
 
 // stopped holds the partition, loudly (error log, metric, readiness), until the gap is

@@ -143,6 +143,7 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond, QueueCapacity: 4096,
 	})
 	defer r.Close()
+	seen := kafkax.Continuity{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition, Next: expected}
 	if err := r.SetOffset(expected); err != nil {
 		return fmt.Errorf("seek partition %d to %d: %w", partition, expected, err)
 	}
@@ -166,12 +167,9 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 				}
 				return fmt.Errorf("fetch partition %d: %w", partition, err)
 			}
-			if m.Offset > expected {
-				if stop = s.checkJump(ctx, partition, expected, m.Offset); stop != nil {
-					break
-				}
+			if stop = gapOf(seen.Take(ctx, m)); stop != nil {
+				break
 			}
-			expected = m.Offset + 1
 			b.msgs = append(b.msgs, m)
 		}
 		telemetry.SetInt(lag, r.Stats().Lag)

@@ -306,14 +306,45 @@ func PartitionBounds(ctx context.Context, brokers []string, topic string, p int)
 	return 0, 0, fmt.Errorf("offsets of %s/%d: the broker did not answer for the partition", topic, p)
 }
 
-// Deleted reports whether records of partition p at or after offset expected are gone from Kafka
-// (its log start has passed expected): a reader that was asked for expected and handed something
-// later skipped records (kafka-go moves to the log start silently), rather than meeting offsets
-// the topic never had (transaction markers, compaction). first is the log start.
-func Deleted(ctx context.Context, brokers []string, topic string, p int, expected int64) (deleted bool, first int64, err error) {
-	first, _, err = PartitionBounds(ctx, brokers, topic, p)
-	if err != nil {
-		return false, 0, err
+// Continuity follows the offsets a reader hands over, one partition's, to tell a hole Kafka made
+// from offsets the topic never had. kafka-go moves a reader past records Kafka deleted (retention,
+// an admin) without a word (reader.go: initialize, and run's OffsetOutOfRange case), so a consumer
+// resuming from stored progress would skip them unknowingly.
+type Continuity struct {
+	Brokers   []string
+	Topic     string
+	Partition int
+	// Next is the offset the next record must have (the stored progress at the start).
+	Next int64
+}
+
+// Take records that the reader handed over m. It returns a *DeletedError when records between
+// Next and m are gone from Kafka unread; offsets skipped for other reasons (transaction markers,
+// compaction) are no error. Next moves past m either way.
+func (c *Continuity) Take(ctx context.Context, m kafka.Message) error {
+	from := c.Next
+	c.Next = m.Offset + 1
+	if m.Offset <= from {
+		return nil
 	}
-	return first > expected, first, nil
+	first, _, err := PartitionBounds(ctx, c.Brokers, c.Topic, c.Partition)
+	if err != nil {
+		return err
+	}
+	if first > from { // records were there and are gone
+		return &DeletedError{Topic: c.Topic, Partition: c.Partition, From: from, First: min(first, m.Offset)}
+	}
+	return nil
+}
+
+// Resume checks, before reading from c.Next, that no record at or after it is gone already.
+func (c *Continuity) Resume(ctx context.Context) error {
+	first, _, err := PartitionBounds(ctx, c.Brokers, c.Topic, c.Partition)
+	if err != nil {
+		return err
+	}
+	if first > c.Next {
+		return &DeletedError{Topic: c.Topic, Partition: c.Partition, From: c.Next, First: first}
+	}
+	return nil
 }

@@ -314,7 +314,8 @@ func (w *Worker) live(ctx context.Context) error {
 			if !ok {
 				start = kafka.FirstOffset
 			}
-			if err := w.checkInputs(ctx, src, max(start, 0)); err != nil {
+			resume := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, Next: max(start, 0)}
+			if err := w.inputsLost(resume.Resume(ctx)); err != nil {
 				return err
 			}
 			if err := r.SetOffset(start); err != nil {
@@ -518,18 +519,18 @@ func fetchInputs(ctx context.Context, readers map[string]*kafka.Reader, max int)
 // journalInputs stamps inputs with the journal clock, journals them in order, then applies them.
 // A crash between the two is harmless: a restart applies what the journal holds.
 func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Time) error {
-	expected := map[string]int64{}
+	seen := map[string]*kafkax.Continuity{}
 	for _, in := range inputs {
-		want, ok := expected[in.source]
-		if !ok {
-			want = w.next[in.source]
+		c := seen[in.source]
+		if c == nil {
+			topic, part, _ := splitSource(in.source)
+			p, _ := strconv.Atoi(part)
+			c = &kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, Next: w.next[in.source]}
+			seen[in.source] = c
 		}
-		if in.msg.Offset > want { // kafka-go skips records Kafka deleted without a word
-			if err := w.checkInputs(ctx, in.source, want); err != nil {
-				return err
-			}
+		if err := w.inputsLost(c.Take(ctx, in.msg)); err != nil {
+			return err
 		}
-		expected[in.source] = in.msg.Offset + 1
 	}
 	var records []kafka.Message
 	for _, in := range inputs {
@@ -564,19 +565,15 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 	return nil
 }
 
-// checkInputs fails when records of an input partition at or after offset from are gone from
-// Kafka unread: the engine would settle without them (a recharge, a pack, an activation), and
-// the bills would no longer be those of the inputs. The worker stops, loudly, instead.
-func (w *Worker) checkInputs(ctx context.Context, src string, from int64) error {
-	topic, part, _ := splitSource(src)
-	p, _ := strconv.Atoi(part)
-	deleted, first, err := kafkax.Deleted(ctx, w.cfg.Brokers, topic, p, from)
-	if err != nil || !deleted {
-		return err
+// inputsLost passes on err, logging it loudly first when records of an input partition are gone
+// from Kafka unread (a *kafkax.DeletedError): the engine would settle without them (a recharge,
+// a pack, an activation), and the bills would no longer be those of the inputs, so the worker stops.
+func (w *Worker) inputsLost(err error) error {
+	var gone *kafkax.DeletedError
+	if errors.As(err, &gone) {
+		w.log.Error("settle: INPUTS LOST: "+err.Error()+"; settling without them would bill wrongly, so the worker stops. Restore the records (the topic's retention must be infinite: `tally migrate` sets it)",
+			"topic", gone.Topic, "partition", gone.Partition, "from_offset", gone.From, "first_offset", gone.First)
 	}
-	err = &kafkax.DeletedError{Topic: topic, Partition: p, From: from, First: first}
-	w.log.Error("settle: INPUTS LOST: "+err.Error()+"; settling without them would bill wrongly, so the worker stops. Restore the records (the topic's retention must be infinite: `tally migrate` sets it)",
-		"topic", topic, "partition", p, "from_offset", from, "first_offset", first)
 	return err
 }
 
