@@ -178,7 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, status, err.Error())
 		return
 	}
-	if mt == "application/json" && !binary && len(bytes.TrimSpace(body)) > 0 && bytes.TrimSpace(body)[0] == '[' {
+	if mt == "application/json" && !binary && bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
 		batch = true // a JSON array sent as plain JSON is the batch it evidently is
 	}
 	var raws []json.RawMessage
