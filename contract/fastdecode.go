@@ -170,7 +170,7 @@ func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage
 
 // validUsage is the fast path's check of a usage event's fields, received at receivedAt.
 func validUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
-	return len(u.ID) > 0 && len(u.ID) <= 256 && u.Calls >= 1 && u.Calls <= MaxCallsPerEvent &&
+	return len(u.ID) > 0 && len(u.ID) <= MaxIDLen && u.Calls >= 1 && u.Calls <= MaxCallsPerEvent &&
 		!u.Time.After(receivedAt.Add(MaxClockSkew)) && ValidateAccount(u.Account) == nil && services.CheckService(u.Service, u.Time) == nil
 }
 
@@ -183,7 +183,7 @@ func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
 		return false
 	}
 	for i := 0; i < len(u.ID); i++ {
-		if c := u.ID[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainIDByte(u.ID[i]) {
 			return false
 		}
 	}

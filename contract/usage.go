@@ -14,6 +14,7 @@ const UsageType = "tally.usage.v1"
 const (
 	MaxCallsPerEvent = 1_000_000
 	MaxAccountLen    = 64
+	MaxIDLen         = 256 // bytes
 	// MaxClockSkew is how far ahead of the receiving clock an event's time may be.
 	MaxClockSkew = 5 * time.Minute
 )

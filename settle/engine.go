@@ -66,7 +66,28 @@ type Engine struct {
 	holding map[*account]struct{}
 	// usageDeduplicated: the caller passes each usage identity once; ids are not remembered.
 	usageDeduplicated bool
+	// windows, when set, reads back the calls of (account, service) months with prepaid packs
+	// at settlement; the engine then keeps month totals only, never a call's instant.
+	windows UsageWindows
 }
+
+// WindowRequest asks for the calls of (Account, Service) in every month through Through, summed
+// per month and per window between consecutive Bounds (the instants where the set of valid packs
+// changes), each sum as one CallsAt at an instant inside its window.
+type WindowRequest struct {
+	Account, Service string
+	Through          contract.Period
+	Bounds           []time.Time
+}
+
+// UsageWindows answers window requests, one slice of calls per request, in order. It must count
+// exactly the usage the engine was given (the same events, each identity once): the engine checks
+// each month's sum against its total and fails the settlement when they differ.
+type UsageWindows func(reqs []WindowRequest) ([][]CallsAt, error)
+
+// windowChunk is how many accounts' windows a settlement reads back at a time, which bounds the
+// calls held in memory.
+const windowChunk = 4096
 
 type account struct {
 	id        string
@@ -344,7 +365,11 @@ func (e *Engine) applyUsage(u Usage) {
 	if !e.usageDeduplicated && !m.remember(u.ID) {
 		return // a duplicate: the first received counts
 	}
-	m.add(u.Time.UnixNano(), u.Calls)
+	if e.windows != nil {
+		m.total += u.Calls // instants are read back at settlement, for services with packs
+	} else {
+		m.add(u.Time.UnixNano(), u.Calls)
+	}
 	if !e.settled.IsZero() && !e.settled.Before(p) {
 		e.markDirty(a, s) // a late call: its month was settled already
 	}
@@ -428,9 +453,15 @@ func (e *Engine) Settle(p contract.Period, at time.Time) error {
 		return fmt.Errorf("settle %s: the previous month %s is not settled (last settled %s)", p, p.Prev(), e.settled)
 	}
 	st := settlement{period: p, periodText: p.String(), nextText: p.Next().String(), at: e.at(at)}
-	for _, a := range e.visit(p) {
-		if err := e.settleAccount(a, &st); err != nil {
-			return fmt.Errorf("settle %s account %s: %w", p, a.id, err)
+	visit := e.visit(p)
+	for len(visit) > 0 {
+		chunk := visit
+		if e.windows != nil {
+			chunk = visit[:min(len(visit), windowChunk)]
+		}
+		visit = visit[len(chunk):]
+		if err := e.settleChunk(chunk, &st); err != nil {
+			return err
 		}
 	}
 	clear(e.dirty)
@@ -475,6 +506,97 @@ func (e *Engine) visit(p contract.Period) []*account {
 	}
 	slices.SortFunc(out, func(x, y *account) int { return strings.Compare(x.id, y.id) })
 	return out
+}
+
+// settleChunk settles accounts, with the windowed calls their packs need read back first and
+// dropped after, so the engine's memory stays bounded by accounts, not calls.
+func (e *Engine) settleChunk(accounts []*account, st *settlement) error {
+	loaded, err := e.loadWindows(accounts, st.period)
+	defer func() {
+		for _, s := range loaded {
+			for _, m := range s.months {
+				m.series, m.sorted = nil, true
+			}
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("settle %s: %w", st.period, err)
+	}
+	for _, a := range accounts {
+		if err := e.settleAccount(a, st); err != nil {
+			return fmt.Errorf("settle %s account %s: %w", st.period, a.id, err)
+		}
+	}
+	return nil
+}
+
+// loadWindows reads back, when the engine keeps totals only, the windowed calls of every service
+// with prepaid packs among accounts, for the months through p that settling them derives, and
+// returns those services.
+func (e *Engine) loadWindows(accounts []*account, p contract.Period) ([]*serviceState, error) {
+	if e.windows == nil {
+		return nil, nil
+	}
+	var reqs []WindowRequest
+	var services []*serviceState
+	for _, a := range accounts {
+		for _, s := range a.services {
+			if len(s.packs()) == 0 || len(s.months) == 0 || p.Before(s.months[0].period) {
+				continue
+			}
+			reqs = append(reqs, WindowRequest{Account: a.id, Service: s.id, Through: p, Bounds: packBounds(s.packs())})
+			services = append(services, s)
+		}
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	got, err := e.windows(reqs)
+	if err != nil {
+		return nil, fmt.Errorf("read back the calls prepaid packs cover: %w", err)
+	}
+	if len(got) != len(reqs) {
+		return nil, fmt.Errorf("read back the calls prepaid packs cover: %d answers to %d requests", len(got), len(reqs))
+	}
+	for i, s := range services {
+		for _, c := range got[i] {
+			q := contract.PeriodOf(c.At, e.cfg.Location)
+			if p.Before(q) {
+				continue
+			}
+			m := s.month(q)
+			if m == nil || c.Calls < 0 {
+				return services, fmt.Errorf("%s/%s: %d calls read back for %s, which has no usage here", reqs[i].Account, s.id, c.Calls, q)
+			}
+			if n := len(m.series); n > 0 && m.series[n-1].at > c.At.UnixNano() {
+				m.sorted = false
+			}
+			m.series = append(m.series, timedCalls{at: c.At.UnixNano(), calls: c.Calls})
+		}
+		for _, m := range s.months {
+			if p.Before(m.period) {
+				break
+			}
+			var sum int64
+			for _, tc := range m.series {
+				sum += tc.calls
+			}
+			if sum != m.total {
+				return services, fmt.Errorf("%s/%s %s: the calls read back add up to %d, the month's total is %d: the usage read back is not the usage fed", reqs[i].Account, s.id, m.period, sum, m.total)
+			}
+		}
+	}
+	return services, nil
+}
+
+// packBounds are the instants, sorted and distinct, where the set of valid packs changes.
+func packBounds(packs []*pack) []time.Time {
+	out := make([]time.Time, 0, 2*len(packs))
+	for _, p := range packs {
+		out = append(out, p.validFrom, p.validUntil)
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return slices.CompactFunc(out, time.Time.Equal)
 }
 
 // settlement is what every account of one settlement shares, formatted once.

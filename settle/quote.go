@@ -3,7 +3,6 @@ package settle
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/tally-billing/tally/contract"
@@ -114,14 +113,13 @@ func termOf(in Input) (account, service string, ok bool) {
 // terms changes. Calls between two consecutive bounds, within one month, can be counted as one
 // CallsAt in a quote.
 func PackWindowBounds(terms []Input) []time.Time {
-	var out []time.Time
+	var packs []*pack
 	for _, in := range terms {
 		if p, ok := in.(PackPurchase); ok {
-			out = append(out, p.ValidFrom, p.ValidUntil)
+			packs = append(packs, &pack{validFrom: p.ValidFrom, validUntil: p.ValidUntil})
 		}
 	}
-	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
-	return slices.CompactFunc(out, time.Time.Equal)
+	return packBounds(packs)
 }
 
 // QuoteRequest asks what a month's calls of one service cost, without their history.

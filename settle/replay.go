@@ -25,6 +25,11 @@ type ReplayOptions struct {
 	// usage comes first-copy-only from usage_events), so the engine need not remember every
 	// usage id it has seen. Set it only for such a log: a duplicate would be counted.
 	UsageDeduplicated bool
+	// UsageWindows, when set, makes the engine keep month totals of usage only, never a call's
+	// instant, so its memory is bounded by (accounts × services × months), not by calls: at each
+	// settlement it reads back the calls of services with prepaid packs, summed per pack window
+	// (the settle worker reads them from usage_events). Snapshots record the choice.
+	UsageWindows UsageWindows
 }
 
 // ReplayStats counts what a replay did.
@@ -64,7 +69,7 @@ func NewReplayer(cfg Config, opts ReplayOptions, emit Emit) (*Replayer, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng.usageDeduplicated = opts.UsageDeduplicated
+	eng.usageDeduplicated, eng.windows = opts.UsageDeduplicated, opts.UsageWindows
 	r.engine = eng
 	return r, nil
 }
@@ -84,6 +89,41 @@ func (r *Replayer) StoredUsage(u contract.Usage, recorded time.Time, line func()
 	}
 	r.stats.Lines++
 	return r.applyUsage(u, recorded)
+}
+
+// CanSummarize reports whether a batch of usage, whose calls are at or after earliestCall and
+// which was received at or before latestReceipt, can be applied as summaries (UsageSummary) with
+// exactly the effect of applying its events one by one in any order: the engine keeps totals only
+// and takes usage deduplicated, so only a settlement run in the middle of the batch (a receipt at
+// or past the next settlement's instant) could tell the orders apart, and none can be.
+func (r *Replayer) CanSummarize(earliestCall, latestReceipt time.Time) bool {
+	e := r.engine
+	if e.windows == nil || !e.usageDeduplicated || earliestCall.IsZero() {
+		return false
+	}
+	next := e.settled.Next()
+	if e.settled.IsZero() {
+		next = contract.PeriodOf(earliestCall, r.cfg.Location)
+		if !e.earliest.IsZero() && e.earliest.Before(next) {
+			next = e.earliest
+		}
+	}
+	return latestReceipt.Before(next.End(r.cfg.Location).Add(r.opts.Grace))
+}
+
+// UsageSummary applies the events s describes as one event of s.Calls calls at s.First, when every
+// one of them is plain (contract.UsageSummary.Plain); otherwise it applies nothing and reports
+// false, and the caller applies them one by one. Call it only for a batch CanSummarize allowed.
+func (r *Replayer) UsageSummary(s contract.UsageSummary) (bool, error) {
+	if r.engine.windows == nil || !r.engine.usageDeduplicated || !s.Plain(r.cfg.Catalogue) {
+		return false, nil
+	}
+	r.stats.Lines += int(s.Events)
+	r.stats.Accepted += int(s.Events)
+	if s.LastReceived.After(r.clock) {
+		r.clock = s.LastReceived // Advance would settle nothing: CanSummarize said so
+	}
+	return true, r.engine.Apply(Usage{contract.Usage{Account: s.Account, Service: s.Service, Calls: s.Calls, Time: s.First}}, r.clock)
 }
 
 func (r *Replayer) applyUsage(u contract.Usage, recorded time.Time) error {
