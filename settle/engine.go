@@ -71,13 +71,14 @@ type Engine struct {
 	windows UsageWindows
 }
 
-// WindowRequest asks for the calls of (Account, Service) in every month through Through, summed
-// per month and per window between consecutive Bounds (the instants where the set of valid packs
-// changes), each sum as one CallsAt at an instant inside its window.
+// WindowRequest asks for the calls of (Account, Service) before End, summed per window between
+// consecutive Bounds, each sum as one CallsAt at an instant inside its window. Bounds are sorted
+// and hold every instant where the set of valid packs changes and every month start up to End, so
+// no window crosses either.
 type WindowRequest struct {
 	Account, Service string
-	Through          contract.Period
 	Bounds           []time.Time
+	End              time.Time
 }
 
 // UsageWindows answers window requests, one slice of calls per request, in order. It must count
@@ -544,7 +545,7 @@ func (e *Engine) loadWindows(accounts []*account, p contract.Period) ([]*service
 			if len(s.packs()) == 0 || len(s.months) == 0 || p.Before(s.months[0].period) {
 				continue
 			}
-			reqs = append(reqs, WindowRequest{Account: a.id, Service: s.id, Through: p, Bounds: packBounds(s.packs())})
+			reqs = append(reqs, WindowRequest{Account: a.id, Service: s.id, Bounds: e.windowBounds(s, p), End: p.End(e.cfg.Location)})
 			services = append(services, s)
 		}
 	}
@@ -589,12 +590,27 @@ func (e *Engine) loadWindows(accounts []*account, p contract.Period) ([]*service
 	return services, nil
 }
 
-// packBounds are the instants, sorted and distinct, where the set of valid packs changes.
-func packBounds(packs []*pack) []time.Time {
-	out := make([]time.Time, 0, 2*len(packs))
+// windowBounds are a window request's bounds for s through p: where the set of valid packs
+// changes, and where each month with usage through p starts and ends.
+func (e *Engine) windowBounds(s *serviceState, p contract.Period) []time.Time {
+	var months []time.Time
+	for _, m := range s.months {
+		if p.Before(m.period) {
+			break
+		}
+		months = append(months, m.period.Start(e.cfg.Location), m.period.End(e.cfg.Location))
+	}
+	return packBounds(s.packs(), months...)
+}
+
+// packBounds are the instants, sorted and distinct, where the set of valid packs changes, and
+// the extra ones.
+func packBounds(packs []*pack, extra ...time.Time) []time.Time {
+	out := make([]time.Time, 0, 2*len(packs)+len(extra))
 	for _, p := range packs {
 		out = append(out, p.validFrom, p.validUntil)
 	}
+	out = append(out, extra...)
 	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
 	return slices.CompactFunc(out, time.Time.Equal)
 }

@@ -112,10 +112,11 @@ func (r *Replayer) CanSummarize(earliestCall, latestReceipt time.Time) bool {
 }
 
 // UsageSummary applies the events s describes as one event of s.Calls calls at s.First, when every
-// one of them is plain (contract.UsageSummary.Plain); otherwise it applies nothing and reports
+// one of them is plain (contract.UsageSummary.Plain) and they are of one month; otherwise it applies nothing and reports
 // false, and the caller applies them one by one. Call it only for a batch CanSummarize allowed.
 func (r *Replayer) UsageSummary(s contract.UsageSummary) (bool, error) {
-	if r.engine.windows == nil || !r.engine.usageDeduplicated || !s.Plain(r.cfg.Catalogue) {
+	loc := r.cfg.Location
+	if r.engine.windows == nil || !r.engine.usageDeduplicated || !s.Plain(r.cfg.Catalogue) || contract.PeriodOf(s.First, loc) != contract.PeriodOf(s.Last, loc) {
 		return false, nil
 	}
 	r.stats.Lines += int(s.Events)

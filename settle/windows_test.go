@@ -104,7 +104,6 @@ func randomHistory(r *rand.Rand) []historyLine {
 // fedUsage is the usage a totals-only engine was given, and reads back its windows as the settle
 // worker's usage_events query does.
 type fedUsage struct {
-	loc    *time.Location
 	events []contract.Usage
 	reads  int
 }
@@ -113,17 +112,12 @@ func (f *fedUsage) windows(reqs []WindowRequest) ([][]CallsAt, error) {
 	f.reads++
 	out := make([][]CallsAt, len(reqs))
 	for i, q := range reqs {
-		type key struct {
-			period contract.Period
-			window int
-		}
-		sums := map[key]*CallsAt{}
+		sums := map[int]*CallsAt{}
 		for _, u := range f.events {
-			p := contract.PeriodOf(u.Time, f.loc)
-			if u.Account != q.Account || u.Service != q.Service || q.Through.Before(p) {
+			if u.Account != q.Account || u.Service != q.Service || !u.Time.Before(q.End) {
 				continue
 			}
-			k := key{p, boundsAtOrBefore(q.Bounds, u.Time)}
+			k := boundsAtOrBefore(q.Bounds, u.Time)
 			c := sums[k]
 			if c == nil {
 				c = &CallsAt{At: u.Time}
@@ -158,7 +152,7 @@ func boundsAtOrBefore(bounds []time.Time, t time.Time) int {
 func replayTotalsOnly(t *testing.T, lines []historyLine, summaries bool, end time.Time) (out string, windowReads, summarized int) {
 	t.Helper()
 	cfg := defaultConfig()
-	fed := &fedUsage{loc: cfg.Location}
+	fed := &fedUsage{}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

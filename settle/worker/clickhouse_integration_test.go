@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/settle"
 )
 
 // usageRows passes on each identity's first copy once, in receive order, whether the retry is
@@ -116,5 +119,149 @@ func TestSnapshotStoreKeepsTheLatestTwo(t *testing.T) {
 	}
 	if kept != 2 || others != 1 {
 		t.Fatalf("%d snapshots kept (want the latest 2), %d of another journal (want 1)", kept, others)
+	}
+}
+
+// usageSummaries and windowedUsage, computed by ClickHouse, agree with the first copies usageRows
+// passes on, summed in Go: random usage over three months with retries on other partitions (of
+// other calls and times), records written twice, and ids the fast path does not take.
+func TestUsageSummariesAndWindowsAgreeWithTheRows(t *testing.T) {
+	conn, cfg := testinfra.ClickHouse(t, clickhouse.HTTP)
+	ctx := context.Background()
+	if _, err := chx.Migrate(ctx, cfg, chschema.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	loc, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 8))
+	start := time.Date(2026, 9, 1, 0, 0, 0, 0, loc)
+	batch, err := conn.PrepareBatch(ctx, `INSERT INTO usage_events (account, service, period, id, event_time, calls, received_at, kafka_topic, kafka_partition, kafka_offset)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := map[int32]int64{}
+	ids := []string{"plain", `quote"d`, "<tag>", "caf\u00e9", "amp&"}
+	for i := range 3000 {
+		account, service := fmt.Sprintf("acct-%d", rng.IntN(3)), []string{"image-tagging", "vehicle-recognition"}[rng.IntN(2)]
+		id := fmt.Sprintf("u%d", i)
+		if rng.IntN(10) == 0 {
+			id = ids[rng.IntN(len(ids))] + id
+		}
+		copies := 1
+		if rng.IntN(5) == 0 {
+			copies = 2 + rng.IntN(2)
+		}
+		for range copies { // retries: another partition, maybe other calls and another instant
+			at := start.Add(time.Duration(rng.Int64N(int64(88 * 24 * time.Hour))))
+			received := at.Add(time.Duration(rng.IntN(600)-300) * time.Second).Truncate(time.Millisecond)
+			p := int32(rng.IntN(3))
+			for range 1 + rng.IntN(2) { // sometimes the same record twice
+				if err := batch.Append(account, service, uint32(contract.PeriodOf(at, loc).YYYYMM()), id, at, uint32(1+rng.IntN(5000)), received, "usage", p, next[p]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next[p]++
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	half := Offsets{0: next[0] / 2, 1: next[1] / 3, 2: next[2]}
+	end := Offsets{0: next[0], 1: next[1], 2: next[2]}
+	for _, r := range []struct{ from, to Offsets }{{Offsets{}, half}, {half, end}} {
+		want := map[string]contract.UsageSummary{}
+		if err := usageRows(ctx, conn, r.from, r.to, func(u contract.Usage, received time.Time) error {
+			key := u.Account + "/" + u.Service + "/" + contract.PeriodOf(u.Time, loc).String()
+			s := want[key]
+			s.Add(u, received)
+			want[key] = s
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]contract.UsageSummary{}
+		if err := usageSummaries(ctx, conn, loc, r.from, r.to, func(s contract.UsageSummary) error {
+			got[s.Account+"/"+s.Service+"/"+contract.PeriodOf(s.First, loc).String()] = s
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(want) < 10 {
+			t.Fatalf("only %d groups: the generator is too small", len(want))
+		}
+		for key, w := range want {
+			g := got[key]
+			g.First, g.Last, g.LastReceived = g.First.In(w.First.Location()), g.Last.In(w.Last.Location()), g.LastReceived.In(w.LastReceived.Location())
+			if g != w {
+				t.Fatalf("%s from %v to %v: ClickHouse summed %+v, the rows add up to %+v", key, r.from, r.to, g, w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d summaries, the rows make %d groups", len(got), len(want))
+		}
+	}
+
+	// Windows of every (account, service) through November, between random bounds and the month
+	// starts, over the first copies below end.
+	var rows []contract.Usage
+	if err := usageRows(ctx, conn, Offsets{}, end, func(u contract.Usage, _ time.Time) error { rows = append(rows, u); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var reqs []settle.WindowRequest
+	for a := range 3 {
+		for _, service := range []string{"image-tagging", "vehicle-recognition"} {
+			q := settle.WindowRequest{Account: fmt.Sprintf("acct-%d", a), Service: service, End: time.Date(2026, 11, 1, 0, 0, 0, 0, loc)}
+			q.Bounds = []time.Time{start, time.Date(2026, 10, 1, 0, 0, 0, 0, loc), q.End}
+			for range rng.IntN(6) {
+				q.Bounds = append(q.Bounds, start.Add(time.Duration(rng.Int64N(int64(80*24*time.Hour)))))
+			}
+			for _, u := range rows { // a bound at a call's own instant: the call is in the window it opens
+				if u.Account == q.Account && u.Service == q.Service && u.Time.Before(q.End) {
+					q.Bounds = append(q.Bounds, u.Time)
+					break
+				}
+			}
+			slices.SortFunc(q.Bounds, time.Time.Compare)
+			reqs = append(reqs, q)
+		}
+	}
+	got, err := windowedUsage(ctx, conn, end, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, q := range reqs {
+		sums := map[int]settle.CallsAt{}
+		for _, u := range rows {
+			if u.Account != q.Account || u.Service != q.Service || !u.Time.Before(q.End) {
+				continue
+			}
+			k := 0
+			for _, b := range q.Bounds {
+				if !b.After(u.Time) {
+					k++
+				}
+			}
+			c, seen := sums[k]
+			if !seen || u.Time.Before(c.At) {
+				c.At = u.Time
+			}
+			c.Calls += u.Calls
+			sums[k] = c
+		}
+		var want []string
+		for _, c := range sums {
+			want = append(want, fmt.Sprintf("%d@%d", c.Calls, c.At.UnixNano()))
+		}
+		var have []string
+		for _, c := range got[i] {
+			have = append(have, fmt.Sprintf("%d@%d", c.Calls, c.At.UnixNano()))
+		}
+		slices.Sort(want)
+		slices.Sort(have)
+		if !slices.Equal(want, have) || len(want) == 0 {
+			t.Fatalf("%s/%s windows: ClickHouse %v, the rows %v", q.Account, q.Service, have, want)
+		}
 	}
 }

@@ -45,12 +45,17 @@ func (e Entry) Bytes() []byte {
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
 // usage records the tick covers that the previous one did not.
 func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(Entry) error) error {
-	return journalFrom(ctx, brokers, topic, ch, 0, Offsets{}, fn)
+	return journalFrom(ctx, brokers, topic, 0, Offsets{}, func(from, to Offsets) error {
+		return usageRows(ctx, ch, from, to, func(u contract.Usage, received time.Time) error {
+			return fn(Entry{Usage: &u, Received: received})
+		})
+	}, fn)
 }
 
-// journalFrom walks the log from journal offset from, where the usage up to covered has been
-// walked already (a snapshot's point).
-func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.Conn, from int64, covered Offsets, fn func(Entry) error) error {
+// journalFrom walks the journal from offset from, where the usage up to covered has been walked
+// already (a snapshot's point): before each tick, usage(previous tick's offsets, the tick's) walks
+// the usage between them, then fn gets the tick; fn gets every other record as it comes.
+func journalFrom(ctx context.Context, brokers []string, topic string, from int64, covered Offsets, usage func(from, to Offsets) error, fn func(Entry) error) error {
 	return kafkax.ReadPartitionFrom(ctx, brokers, topic, 0, from, func(m kafka.Message) error {
 		ev, err := cloudevent.Decode(m.Value)
 		if err != nil {
@@ -69,9 +74,7 @@ func journalFrom(ctx context.Context, brokers []string, topic string, ch driver.
 				}
 				to[int32(n)] = o
 			}
-			if err := usageRows(ctx, ch, covered, to, func(u contract.Usage, received time.Time) error {
-				return fn(Entry{Usage: &u, Received: received})
-			}); err != nil {
+			if err := usage(covered, to); err != nil {
 				return err
 			}
 			covered = to

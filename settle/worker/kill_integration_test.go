@@ -20,6 +20,7 @@ import (
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/examples/ledger"
 	"github.com/tally-billing/tally/ingest/sink"
+	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 )
@@ -146,6 +147,18 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 				post(string(contract.MustEncode(contract.Event{ID: fmt.Sprintf("%s-%d", acct, day), Source: "gw", Type: contract.UsageType, Time: d,
 					Data: contract.UsageData{Account: acct, Service: "image-tagging", Calls: int64(20_000 + day*500)}})))
 			}
+			if day == 10 || day == 40 {
+				// zed buys prepaid packs: the first covers days already past, the second reaches
+				// back into August, which is settled by then (an adjustment). The settle worker
+				// reads the calls they cover back from usage_events at each settlement.
+				from, until := v0.AddDate(0, 0, 5), v0.AddDate(0, 0, 40)
+				if day == 40 {
+					from, until = v0.AddDate(0, 0, 20), v0.AddDate(0, 0, 50)
+				}
+				produce(e.accounts, "zed", contract.Event{ID: fmt.Sprintf("pack-%d", day), Source: "console", Type: contract.PackPurchasedType, Time: d,
+					Data: contract.PackPurchaseData{Account: "zed", Service: "image-tagging", PackID: fmt.Sprintf("zed-p%d", day), Calls: 400_000,
+						ValidFrom: cloudevent.FormatTime(from), ValidUntil: cloudevent.FormatTime(until)}})
+			}
 			if day == 35 {
 				// Recharge once the failed hold has suspended the account (the settlement may
 				// wait for a restarted sink); usage produced meanwhile keeps its older times
@@ -251,6 +264,16 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 		if !seen[must] {
 			t.Errorf("missing %s", must)
 		}
+	}
+	// zed's second pack re-priced August: September's bill adjusts it.
+	zedSeptember := ""
+	for _, line := range got {
+		if strings.Contains(line, `"id":"tally.bill.issued.v1:bill:zed:2026-09"`) {
+			zedSeptember = line
+		}
+	}
+	if !strings.Contains(zedSeptember, `"adjustments":[{"period":"2026-08"`) {
+		t.Errorf("zed's September bill adjusts no August line: %s", zedSeptember)
 	}
 	if services != nil {
 		loc, _ := time.LoadLocation("Asia/Shanghai")

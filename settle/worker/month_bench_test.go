@@ -29,8 +29,9 @@ import (
 
 // BenchmarkSettleMonth settles one month of TALLY_BENCH_ACCOUNTS accounts (default 100,000) × 8
 // services end to end with the real `tally settle` process: October's usage is in usage_events
-// (one row per account and service, put there by ClickHouse itself, with the sink's progress
-// saying it is complete), the process starts on November 1st after the grace period and is timed
+// (TALLY_BENCH_EVENTS_PER_PAIR rows per account and service, default 1, of
+// TALLY_BENCH_CALLS_PER_EVENT calls each, default varied by account; put there by ClickHouse
+// itself, with the sink's progress saying it is complete), the process starts on November 1st after the grace period and is timed
 // until its snapshot is saved: journal, usage read, engine, every bill and hold acknowledged on
 // the billing topic, snapshot. It reports the process's peak RSS (VmHWM).
 //
@@ -47,6 +48,9 @@ func BenchmarkSettleMonth(b *testing.B) {
 		accounts = 100_000
 	}
 	kill := os.Getenv("TALLY_BENCH_KILL") == "1"
+	perPair, _ := strconv.Atoi(os.Getenv("TALLY_BENCH_EVENTS_PER_PAIR"))
+	perPair = max(perPair, 1)
+	callsPerEvent, _ := strconv.Atoi(os.Getenv("TALLY_BENCH_CALLS_PER_EVENT")) // 0: varied by account
 	services := settle.DefaultCatalogue().ServiceIDs()
 	if len(services) < 8 {
 		b.Fatalf("the catalogue has %d services, the benchmark wants 8", len(services))
@@ -55,14 +59,14 @@ func BenchmarkSettleMonth(b *testing.B) {
 	bin := testinfra.BuildTally(b, "../..")
 	for range b.N {
 		b.StopTimer()
-		m := newMonthBench(b, accounts, services)
+		m := newMonthBench(b, accounts, services, perPair, callsPerEvent)
 		b.StartTimer()
 		r := m.run(b, bin, kill)
 		b.StopTimer()
 		b.ReportMetric(r.seconds, "s/settlement")
 		b.ReportMetric(float64(r.peakRSS)/(1<<20), "MiB-peak-RSS")
-		b.Logf("%d accounts × 8: %.1f s to the snapshot (usage read %.1f s, settle and emit %.1f s, snapshot %.1f s), %d events, peak RSS %d MiB%s",
-			accounts, r.seconds, r.usageSeconds, r.emitSeconds, r.snapshotSeconds, r.events, r.peakRSS>>20, r.note)
+		b.Logf("%d accounts × 8, %d usage events (%d calls): %.1f s to the snapshot (usage read %.1f s, settle and emit %.1f s, snapshot %.1f s), %d events, peak RSS %d MiB%s",
+			accounts, m.rows, m.calls, r.seconds, r.usageSeconds, r.emitSeconds, r.snapshotSeconds, r.events, r.peakRSS>>20, r.note)
 	}
 }
 
@@ -71,12 +75,14 @@ type monthBench struct {
 	usage, accounts, ledger, billing, status, journal string
 	chHTTP, db, sinkGroup                             string
 	rows                                              int
+	pairs                                             int
+	calls                                             uint64
 }
 
 const benchPartitions = 4
 
-func newMonthBench(b *testing.B, accounts int, services []string) *monthBench {
-	m := &monthBench{rows: accounts * len(services)}
+func newMonthBench(b *testing.B, accounts int, services []string, perPair, callsPerEvent int) *monthBench {
+	m := &monthBench{pairs: accounts * len(services), rows: accounts * len(services) * perPair}
 	m.brokers, m.usage = testinfra.Topic(b, benchPartitions, nil)
 	_, m.accounts = testinfra.Topic(b, 1, nil)
 	_, m.ledger = testinfra.Topic(b, 1, nil)
@@ -126,15 +132,22 @@ func newMonthBench(b *testing.B, accounts int, services []string) *monthBench {
 	for i, s := range services {
 		quoted[i] = "'" + s + "'"
 	}
-	// Row n: account n/8, service n%8, partition n%4 at offset n/4; calls vary by account so
-	// the tiers vary too.
+	// Row n is of pair n % pairs: account pair/8, service pair%8; partition n%4 at offset n/4.
+	// Calls vary by account so the tiers vary too, unless every event has callsPerEvent.
+	calls := fmt.Sprintf("toUInt32(1000 + (intDiv(number %% %d, 8) * 7919) %% 900000)", m.pairs)
+	if callsPerEvent > 0 {
+		calls = fmt.Sprintf("toUInt32(%d)", callsPerEvent)
+	}
 	insert := fmt.Sprintf(`INSERT INTO usage_events (account, service, period, id, event_time, calls, received_at, kafka_topic, kafka_partition, kafka_offset)
-		SELECT concat('acct-', leftPad(toString(intDiv(number, 8)), 7, '0')), [%s][number %% 8 + 1], 202610, concat('u', toString(number)),
-			toDateTime64('2026-10-15 04:00:00', 9, 'UTC'), toUInt32(1000 + (intDiv(number, 8) * 7919) %% 900000),
-			toDateTime64('2026-10-15 04:00:00', 3, 'UTC'), '%s', toInt32(number %% %d), toInt64(intDiv(number, %d))
-		FROM numbers(%d)`, strings.Join(quoted, ","), m.usage, benchPartitions, benchPartitions, m.rows)
+		SELECT concat('acct-', leftPad(toString(intDiv(number %% %d, 8)), 7, '0')), [%s][number %% 8 + 1], 202610, concat('u', toString(number)),
+			toDateTime64('2026-10-15 04:00:00', 9, 'UTC') + toIntervalSecond(number %% 86400), %s,
+			toDateTime64('2026-10-15 04:00:00', 3, 'UTC') + toIntervalSecond(number %% 86400), '%s', toInt32(number %% %d), toInt64(intDiv(number, %d))
+		FROM numbers(%d)`, m.pairs, strings.Join(quoted, ","), calls, m.usage, benchPartitions, benchPartitions, m.rows)
 	if err := conn.Exec(ctx, insert); err != nil {
 		b.Fatalf("insert usage: %v", err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT sum(calls) FROM usage_events").Scan(&m.calls); err != nil {
+		b.Fatal(err)
 	}
 	ends, err := kafkax.EndOffsets(ctx, m.brokers, m.usage)
 	if err != nil {
@@ -321,7 +334,7 @@ func (m *monthBench) run(b *testing.B, bin string, kill bool) monthResult {
 
 // checkOnce reads the billing topic: every id once, one bill and one hold per account.
 func (m *monthBench) checkOnce(b *testing.B) {
-	seen := make(map[string]bool, m.rows/4)
+	seen := make(map[string]bool, m.pairs/4)
 	bills := 0
 	if err := kafkax.ReadAll(context.Background(), m.brokers, m.billing, func(msg kafka.Message) error {
 		var o struct{ ID, Type string }
@@ -339,7 +352,7 @@ func (m *monthBench) checkOnce(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	if want := m.rows / 8; bills != want {
+	if want := m.pairs / 8; bills != want {
 		b.Fatalf("%d bills on the billing topic, want %d", bills, want)
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/settle"
 )
 
 // Offsets maps each usage partition to an offset.
@@ -53,9 +55,19 @@ func usageRows(ctx context.Context, ch driver.Conn, from, to Offsets, fn func(u 
 }
 
 // firstCopyUsageQuery is usageRows' query: the rows with offsets in [from, to) of each partition
-// that are the first copy of their identity among all rows before to. ok is false when the range
-// is empty. Partitions are taken in order, so the same offsets give the same text.
+// that are the first copy of their identity among all rows before to, in receive order. ok is
+// false when the range is empty. Partitions are taken in order, so the same offsets give the same
+// text.
 func firstCopyUsageQuery(from, to Offsets) (query string, args []any, ok bool) {
+	query, args, ok = firstCopies(from, to, "", nil)
+	return query + "\n\t\tORDER BY received_at, kafka_partition, kafka_offset", args, ok
+}
+
+// firstCopies selects (id, account, service, event_time, calls, received_at, kafka_partition,
+// kafka_offset) of the rows with offsets in [from, to) of each partition that are the first copy
+// of their identity among all rows before to, in no order. filter, when not empty, is a condition
+// on (account, service, period) with its args: it narrows the identities looked at.
+func firstCopies(from, to Offsets, filter string, filterArgs []any) (query string, args []any, ok bool) {
 	var inRange, below []string
 	var rangeArgs, belowArgs []any
 	for _, p := range slices.Sorted(maps.Keys(to)) {
@@ -71,19 +83,172 @@ func firstCopyUsageQuery(from, to Offsets) (query string, args []any, ok bool) {
 		return "", nil, false
 	}
 	rangeCond := strings.Join(inRange, " OR ")
+	narrow := ""
+	if filter != "" {
+		narrow = " AND (" + filter + ")"
+	}
 	// The months the range touches, in receive order, each identity's first row kept (LIMIT 1
 	// BY): the first copy may lie before the range, and then the range's copy is a retry.
 	// (As fast as reading the range alone; a GROUP BY with argMin was four times slower.)
 	query = `SELECT id, account, service, event_time, calls, received_at, kafka_partition, kafka_offset FROM (
 			SELECT id, account, service, period, event_time, calls, received_at, kafka_partition, kafka_offset
 			FROM usage_events
-			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE ` + rangeCond + `) AND (` + strings.Join(below, " OR ") + `)
+			WHERE period IN (SELECT DISTINCT period FROM usage_events WHERE (` + rangeCond + `)` + narrow + `) AND (` + strings.Join(below, " OR ") + `)` + narrow + `
 			ORDER BY received_at, kafka_partition, kafka_offset
 			LIMIT 1 BY account, service, period, id)
-		WHERE ` + rangeCond + `
-		ORDER BY received_at, kafka_partition, kafka_offset`
-	args = append(append(append([]any{}, rangeArgs...), belowArgs...), rangeArgs...)
+		WHERE ` + rangeCond
+	args = append(args, rangeArgs...)
+	args = append(args, filterArgs...)
+	args = append(args, belowArgs...)
+	args = append(args, filterArgs...)
+	args = append(args, rangeArgs...)
 	return query, args, true
+}
+
+// plainIDPattern matches the ids contract.PlainUsage takes (printable ASCII JSON does not escape).
+const plainIDPattern = `^[ !#-%'-;=?-\[\]-~]*$`
+
+// usageSummaries reads the first copies usageRows would read, summed per (account, service,
+// month in the billing time zone loc), each sum with the extremes that tell whether every event in it is plain
+// (contract.UsageSummary): one row per (account, service, month) instead of one per event.
+func usageSummaries(ctx context.Context, ch driver.Conn, loc *time.Location, from, to Offsets, fn func(contract.UsageSummary) error) error {
+	inner, args, ok := firstCopies(from, to, "", nil)
+	if !ok {
+		return nil
+	}
+	query := `SELECT account, service, count(), toInt64(sum(calls)), toInt64(min(calls)), toInt64(max(calls)), min(length(id)), max(length(id)),
+			countIf(NOT match(id, ?)), min(event_time), max(event_time),
+			max(toUnixTimestamp64Nano(event_time) - toUnixTimestamp64Nano(received_at)), max(received_at)
+		FROM (` + inner + `)
+		GROUP BY account, service, toYYYYMM(event_time, ?)`
+	rows, err := ch.Query(ctx, query, append(append([]any{plainIDPattern}, args...), loc.String())...)
+	if err != nil {
+		return fmt.Errorf("read usage totals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s contract.UsageSummary
+		var events, notPlain, minLen, maxLen uint64
+		var lead int64
+		if err := rows.Scan(&s.Account, &s.Service, &events, &s.Calls, &s.MinCalls, &s.MaxCalls, &minLen, &maxLen, &notPlain, &s.First, &s.Last, &lead, &s.LastReceived); err != nil {
+			return err
+		}
+		s.Events, s.IDsNotPlain, s.MinIDLen, s.MaxIDLen, s.Lead = int64(events), int64(notPlain), int(minLen), int(maxLen), time.Duration(lead)
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// usageExtent is the earliest call instant and the latest receipt among the usage records with
+// offsets in [from, to) (zeros when there is none): retries included, so it bounds the first
+// copies from outside.
+func usageExtent(ctx context.Context, ch driver.Conn, from, to Offsets) (earliestCall, latestReceipt time.Time, err error) {
+	var cond []string
+	var args []any
+	for _, p := range slices.Sorted(maps.Keys(to)) {
+		if start, end := from[p], to[p]; end > start {
+			cond = append(cond, "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)")
+			args = append(args, p, start, end)
+		}
+	}
+	if len(cond) == 0 {
+		return time.Time{}, time.Time{}, nil
+	}
+	var n uint64
+	if err := ch.QueryRow(ctx, "SELECT count(), min(event_time), max(received_at) FROM usage_events WHERE "+strings.Join(cond, " OR "), args...).
+		Scan(&n, &earliestCall, &latestReceipt); err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("read the extent of usage: %w", err)
+	}
+	if n == 0 {
+		return time.Time{}, time.Time{}, nil
+	}
+	return earliestCall, latestReceipt, nil
+}
+
+// windowedUsage answers the billing core's window requests (settle.UsageWindows) from the first
+// copies among the usage records before to: per request, its months through Through summed per
+// window between its bounds, each sum at its earliest call. Requests go in groups whose bound
+// text stays well under ClickHouse's query size limit.
+func windowedUsage(ctx context.Context, ch driver.Conn, to Offsets, reqs []settle.WindowRequest) ([][]settle.CallsAt, error) {
+	out := make([][]settle.CallsAt, len(reqs))
+	for start := 0; start < len(reqs); {
+		end, size := start, 0
+		for end < len(reqs) && (end == start || size < windowQueryBytes) {
+			size += 2*(len(reqs[end].Account)+len(reqs[end].Service)) + 24*len(reqs[end].Bounds) + 32
+			end++
+		}
+		if err := windowedUsageGroup(ctx, ch, to, reqs[start:end], out[start:end]); err != nil {
+			return nil, err
+		}
+		start = end
+	}
+	return out, nil
+}
+
+// windowQueryBytes bounds the request text of one windowed-usage query.
+const windowQueryBytes = 96 << 10
+
+func windowedUsageGroup(ctx context.Context, ch driver.Conn, to Offsets, reqs []settle.WindowRequest, out [][]settle.CallsAt) error {
+	query, args, ok := windowedUsageQuery(to, reqs)
+	if !ok {
+		return nil
+	}
+	index := make(map[[2]string]int, len(reqs))
+	for i, q := range reqs {
+		index[[2]string{q.Account, q.Service}] = i
+	}
+	rows, err := ch.Query(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("read the calls prepaid packs cover from usage_events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var account, service string
+		var at time.Time
+		var calls int64
+		if err := rows.Scan(&account, &service, &at, &calls); err != nil {
+			return err
+		}
+		i, found := index[[2]string{account, service}]
+		if !found {
+			return fmt.Errorf("read the calls prepaid packs cover: %s/%s was not asked for", account, service)
+		}
+		out[i] = append(out[i], settle.CallsAt{At: at, Calls: calls})
+	}
+	return rows.Err()
+}
+
+// windowedUsageQuery is windowedUsageGroup's query. A call's window is how many of its request's
+// bounds (Unix nanoseconds) lie at or before it; calls at or after a request's end are left out.
+func windowedUsageQuery(to Offsets, reqs []settle.WindowRequest) (string, []any, bool) {
+	pairs := make([]clickhouse.GroupSet, len(reqs))
+	accounts, services := make([]string, len(reqs)), make([]string, len(reqs))
+	bounds, ends := make([][]int64, len(reqs)), make([]int64, len(reqs))
+	var last int64
+	for i, q := range reqs {
+		pairs[i] = clickhouse.GroupSet{Value: []any{q.Account, q.Service}}
+		accounts[i], services[i], ends[i] = q.Account, q.Service, q.End.UnixNano()
+		bounds[i] = make([]int64, len(q.Bounds))
+		for j, b := range q.Bounds {
+			bounds[i][j] = b.UnixNano()
+		}
+		last = max(last, ends[i])
+	}
+	inner, args, ok := firstCopies(Offsets{}, to, "(account, service) IN (?) AND toUnixTimestamp64Nano(event_time) < ?", []any{pairs, last})
+	if !ok {
+		return "", nil, false
+	}
+	query := `SELECT u.account, u.service, min(u.event_time), toInt64(sum(u.calls))
+		FROM (` + inner + `) AS u
+		INNER JOIN (
+			SELECT r.1 AS account, r.2 AS service, r.3 AS bounds, r.4 AS end_nanos
+			FROM (SELECT arrayJoin(arrayZip(CAST(? AS Array(String)), CAST(? AS Array(String)), CAST(? AS Array(Array(Int64))), CAST(? AS Array(Int64)))) AS r)
+		) AS q ON u.account = q.account AND u.service = q.service
+		WHERE toUnixTimestamp64Nano(u.event_time) < q.end_nanos
+		GROUP BY u.account, u.service, arrayCount(b -> b <= toUnixTimestamp64Nano(u.event_time), q.bounds)`
+	return query, append(args, accounts, services, bounds, ends), true
 }
 
 // UsageLine is the CloudEvent line of a stored usage row, written by contract.Encode. Ingest

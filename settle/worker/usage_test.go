@@ -49,8 +49,8 @@ func FuzzStoredUsageMatchesItsLine(f *testing.F) {
 		received := u.Time.Add(time.Duration(receivedAfter)).Truncate(time.Millisecond) // received_at holds milliseconds
 		cfg := settle.Config{Catalogue: settle.DefaultCatalogue(), Location: time.UTC}
 		var direct, viaLine []string
-		a, _ := settle.NewReplayer(cfg, replayOptions(0), func(o cloudevent.Out) error { direct = append(direct, o.ID); return nil })
-		b, _ := settle.NewReplayer(cfg, replayOptions(0), func(o cloudevent.Out) error { viaLine = append(viaLine, o.ID); return nil })
+		a, _ := settle.NewReplayer(cfg, settle.ReplayOptions{UsageDeduplicated: true}, func(o cloudevent.Out) error { direct = append(direct, o.ID); return nil })
+		b, _ := settle.NewReplayer(cfg, settle.ReplayOptions{UsageDeduplicated: true}, func(o cloudevent.Out) error { viaLine = append(viaLine, o.ID); return nil })
 		line := UsageLine(u, received)
 		errA := a.StoredUsage(u, received, func() []byte { return line })
 		errB := b.Line(line)

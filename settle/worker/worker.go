@@ -73,6 +73,9 @@ type Metrics struct {
 	RecoveryOffset  prometheus.Gauge
 	RecoveryEntries prometheus.Gauge
 	Leading         prometheus.Gauge // 1 while this instance holds the journal (Elected)
+	// UsageRead counts usage events given to the engine, by how: "summary" (many as one
+	// (account, service, month) total) or "event" (one by one).
+	UsageRead *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics.
@@ -88,9 +91,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.SnapshotsSaved = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_settle_snapshots_saved_total", Help: "Billing-state snapshots saved (one after each settlement)."})
 	m.RecoveryOffset = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_journal_offset",
 		Help: "Journal offset the last start replayed from: after the latest snapshot, or 0 (the whole journal)."})
-	m.RecoveryEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_log_entries", Help: "Log entries (journal and usage) the last start replayed."})
+	m.RecoveryEntries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_recovery_log_entries", Help: "Journal entries the last start replayed (usage is read back from usage_events as month totals)."})
 	m.Leading = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_settle_leading", Help: "1 while this instance holds the journal and settles; 0 on a standby."})
-	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue, m.SnapshotsSaved, m.RecoveryOffset, m.RecoveryEntries, m.Leading)
+	m.UsageRead = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_settle_usage_events_read_total",
+		Help: "Usage events given to the billing core, by how: as (account, service, month) summaries, or event by event."}, []string{"as"})
+	reg.MustRegister(m.Emitted, m.Settled, m.WaitingOnSink, m.Journalled, m.Overdue, m.SnapshotsSaved, m.RecoveryOffset, m.RecoveryEntries, m.Leading, m.UsageRead)
 	return m
 }
 
@@ -107,14 +112,17 @@ type Worker struct {
 	// recovering; nil afterwards (a running engine never emits an id twice).
 	emitted   map[string]bool
 	out       *Emitter
-	ctx       context.Context  // Run's: the engine's emit callback takes none
-	journal   *topicWriter     // partition 0: the journal has one
-	clock     time.Time        // the journal's clock: the largest recordedat written
-	first     time.Time        // the first journalled input's recordedat
-	lastTick  time.Time        // the last settlement instant
-	firstTick time.Time        // before the first settlement: its instant, once known (tickDue)
-	fed       Offsets          // usage offsets fed to the engine so far (what the last tick covered)
-	next      map[string]int64 // "topic/partition" → next offset to consume
+	ctx       context.Context // Run's: the engine's emit callback takes none
+	journal   *topicWriter    // partition 0: the journal has one
+	clock     time.Time       // the journal's clock: the largest recordedat written
+	first     time.Time       // the first journalled input's recordedat
+	lastTick  time.Time       // the last settlement instant
+	firstTick time.Time       // before the first settlement: its instant, once known (tickDue)
+	// firstTickChecked is when firstTick was last worked out; backfilling: it is "now" for good.
+	firstTickChecked time.Time
+	backfilling      bool
+	fed              Offsets          // usage offsets fed to the engine so far (what the last tick covered)
+	next             map[string]int64 // "topic/partition" → next offset to consume
 
 	mu   sync.Mutex
 	late bool // a settlement is past day 3
@@ -135,7 +143,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 		return nil, err
 	}
 	w.out = out
-	rep, err := settle.NewReplayer(cfg.Billing, replayOptions(cfg.Grace), w.emit)
+	rep, err := settle.NewReplayer(cfg.Billing, w.replayOptions(), w.emit)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +166,7 @@ func (w *Worker) line(raw []byte) error { return w.applied(w.rep.Line(raw)) }
 
 // usage applies a stored usage event as line applies its log line (UsageLine), only faster.
 func (w *Worker) usage(u contract.Usage, received time.Time) error {
+	w.metrics.UsageRead.WithLabelValues("event").Inc()
 	return w.applied(w.rep.StoredUsage(u, received, func() []byte { return UsageLine(u, received) }))
 }
 
@@ -210,7 +219,9 @@ func (w *Worker) run(ctx context.Context) error {
 		}
 	}
 	n, ticks := 0, 0
-	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, w.ch, from, covered, func(e Entry) error {
+	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, from, covered, func(from, to Offsets) error {
+		return w.feedUsage(ctx, from, to)
+	}, func(e Entry) error {
 		n++
 		if e.Tick {
 			w.lastTick, w.fed = e.RecordedAt, e.Covered
@@ -224,9 +235,6 @@ func (w *Worker) run(ctx context.Context) error {
 		}
 		if e.RecordedAt.After(w.clock) {
 			w.clock = e.RecordedAt
-		}
-		if e.Usage != nil {
-			return w.usage(*e.Usage, e.Received)
 		}
 		return w.line(e.Line)
 	}); err != nil {
@@ -253,7 +261,7 @@ func (w *Worker) restore(ctx context.Context) (int64, Offsets, map[int]int64, er
 	if err != nil || meta == nil {
 		return 0, Offsets{}, nil, err
 	}
-	rep, err := settle.RestoreReplayer(w.cfg.Billing, replayOptions(w.cfg.Grace), w.emit, state)
+	rep, err := settle.RestoreReplayer(w.cfg.Billing, w.replayOptions(), w.emit, state)
 	if err != nil {
 		w.log.Warn("settle: the latest snapshot is unusable; replaying the journal from its start", "journal_offset", meta.JournalOffset, "err", err)
 		return 0, Offsets{}, nil, nil
@@ -393,7 +401,10 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 		s := contract.PeriodOf(w.lastTick.Add(-w.cfg.Grace), loc).End(loc).Add(w.cfg.Grace)
 		return !now.Before(s), s, nil
 	}
-	if w.firstTick.IsZero() {
+	// Until the first settlement, look again now and then: the sink may not have written the
+	// earliest usage yet, and an input journalled late (a slow start) names a later month.
+	if w.firstTick.IsZero() || (!w.backfilling && time.Since(w.firstTickChecked) >= firstTickRecheck) {
+		w.firstTickChecked = time.Now()
 		received, occurred, err := firstUsage(ctx, w.ch)
 		if err != nil {
 			return false, time.Time{}, err
@@ -408,10 +419,15 @@ func (w *Worker) tickDue(ctx context.Context, now time.Time) (bool, time.Time, e
 		if !occurred.IsZero() && occurred.Before(first) {
 			first = occurred
 		}
-		w.firstTick = contract.PeriodOf(first, loc).End(loc).Add(w.cfg.Grace)
+		month := contract.PeriodOf(first, loc)
+		if e := w.rep.Engine().Earliest(); !e.IsZero() && e.Before(month) {
+			month = e // an input's own time (an activation, a pack's start) names an earlier month
+		}
+		w.firstTick = month.End(loc).Add(w.cfg.Grace)
 		if !received.Before(w.firstTick) && w.firstTick.Before(now) {
+			w.backfilling = true
 			w.log.Info("settle: backfill: nothing was received before the first month's instant; settling every month due with all usage received so far",
-				"first_month", contract.PeriodOf(first, loc).String(), "first_received", received, "instant", now)
+				"first_month", month.String(), "first_received", received, "instant", now)
 			w.firstTick = now
 		}
 	}
@@ -451,7 +467,7 @@ func (w *Worker) settleAt(ctx context.Context, s time.Time, covered Offsets) err
 		}
 	}
 	start := time.Now()
-	if err := usageRows(ctx, w.ch, w.fed, covered, w.usage); err != nil {
+	if err := w.feedUsage(ctx, w.fed, covered); err != nil {
 		return err
 	}
 	usageRead := time.Since(start)
@@ -489,6 +505,9 @@ type input struct {
 }
 
 const (
+	// firstTickRecheck is how often the first settlement's instant is worked out again until it
+	// comes (usage the sink writes late may name an earlier month).
+	firstTickRecheck = time.Second
 	// maxInputsPerPass bounds one journal write and what is applied between two looks at the clock.
 	maxInputsPerPass = 10_000
 	// journalChunkBytes bounds one produce request to the journal, under the broker's 1 MiB.
@@ -608,9 +627,64 @@ func splitSource(src string) (topic, partition string, ok bool) {
 }
 
 // replayOptions are the billing core's options for the worker's log, whose usage holds each
-// identity once (usageLines), so the engine does not remember usage ids.
-func replayOptions(grace time.Duration) settle.ReplayOptions {
-	return settle.ReplayOptions{Grace: grace, UsageDeduplicated: true}
+// identity once (usageRows), so the engine does not remember usage ids; and it keeps month
+// totals only, the windows prepaid packs need read back from usage_events (windows).
+func (w *Worker) replayOptions() settle.ReplayOptions {
+	return settle.ReplayOptions{Grace: w.cfg.Grace, UsageDeduplicated: true, UsageWindows: w.windows}
+}
+
+// windows reads back the windowed calls a settlement asks for: the usage fed so far is the first
+// copies below w.fed (set to a tick's offsets before the tick is applied).
+func (w *Worker) windows(reqs []settle.WindowRequest) ([][]settle.CallsAt, error) {
+	return windowedUsage(w.ctx, w.ch, w.fed, reqs)
+}
+
+// feedUsage gives the engine the usage first copies with offsets in [from, to): as one summary per
+// (account, service, month) where that is exactly what the events one by one would do, otherwise
+// (a receipt at a settlement instant, an event the fast path does not take) event by event.
+func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
+	earliest, latest, err := usageExtent(ctx, w.ch, from, to)
+	if err != nil || earliest.IsZero() {
+		return err
+	}
+	if !w.rep.CanSummarize(earliest, latest) {
+		return usageRows(ctx, w.ch, from, to, w.usage)
+	}
+	type group struct {
+		account, service string
+		period           contract.Period
+	}
+	var slow map[group]bool
+	loc := w.cfg.Billing.Location
+	if err := usageSummaries(ctx, w.ch, loc, from, to, func(s contract.UsageSummary) error {
+		ok, err := w.rep.UsageSummary(s)
+		if ok {
+			telemetry.AddInt(w.metrics.UsageRead.WithLabelValues("summary"), s.Events)
+		}
+		if err == nil && !ok {
+			if slow == nil {
+				slow = map[group]bool{}
+			}
+			// Every month the events may be in (a time zone database of ClickHouse's own could
+			// put a boundary elsewhere than Go's): all of them go event by event.
+			for p := contract.PeriodOf(s.First, loc); !contract.PeriodOf(s.Last, loc).Before(p); p = p.Next() {
+				slow[group{s.Account, s.Service, p}] = true
+			}
+		}
+		return w.applied(err)
+	}); err != nil {
+		return err
+	}
+	if len(slow) == 0 {
+		return nil
+	}
+	w.log.Info("settle: usage applied event by event where a summary could not stand for it", "groups", len(slow))
+	return usageRows(ctx, w.ch, from, to, func(u contract.Usage, received time.Time) error {
+		if !slow[group{u.Account, u.Service, contract.PeriodOf(u.Time, loc)}] {
+			return nil
+		}
+		return w.usage(u, received)
+	})
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -289,6 +289,10 @@ func TestPipelineBillingEqualsReplay(t *testing.T) {
 	if saved := testutil.ToFloat64(firstMetrics.SnapshotsSaved); saved != 1 {
 		t.Fatalf("first worker saved %v snapshots, want 1 (after October)", saved)
 	}
+	// October's four first copies (u2's retry is not one) reached the engine as month totals.
+	if summed, single := testutil.ToFloat64(firstMetrics.UsageRead.WithLabelValues("summary")), testutil.ToFloat64(firstMetrics.UsageRead.WithLabelValues("event")); summed != 4 || single != 0 {
+		t.Fatalf("first worker read %v usage events as summaries and %v one by one, want 4 and 0", summed, single)
+	}
 	if from := testutil.ToFloat64(metrics.RecoveryOffset); from < 3 {
 		t.Fatalf("the restart replayed the journal from offset %v, not after October's tick", from)
 	}
