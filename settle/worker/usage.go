@@ -141,10 +141,20 @@ func usageSummaries(ctx context.Context, ch driver.Conn, loc *time.Location, fro
 	return rows.Err()
 }
 
-// usageExtent is the earliest call instant and the latest receipt among the usage records with
-// offsets in [from, to) (zeros when there is none): retries included, so it bounds the first
-// copies from outside.
-func usageExtent(ctx context.Context, ch driver.Conn, from, to Offsets) (earliestCall, latestReceipt time.Time, err error) {
+// usageExtent describes the usage records with offsets in [from, to), retries included, so it
+// bounds the first copies from outside: the earliest call instant and the latest receipt (zeros
+// when there is none), how many records, and about how many (account, service) pairs they name.
+type usageExtent struct {
+	earliestCall, latestReceipt time.Time
+	records, pairs              uint64
+}
+
+// summariesPay: reading one summary per (account, service, month) costs more per row than
+// reading an event (more columns, a heavier query), so it pays only where pairs have several
+// events. (Measured: at one event per pair, 100k × 8 read in 6.3 s as summaries, 3.5 s as rows.)
+func (x usageExtent) summariesPay() bool { return x.records >= 2*x.pairs }
+
+func readUsageExtent(ctx context.Context, ch driver.Conn, from, to Offsets) (usageExtent, error) {
 	var cond []string
 	var args []any
 	for _, p := range slices.Sorted(maps.Keys(to)) {
@@ -153,18 +163,18 @@ func usageExtent(ctx context.Context, ch driver.Conn, from, to Offsets) (earlies
 			args = append(args, p, start, end)
 		}
 	}
+	var x usageExtent
 	if len(cond) == 0 {
-		return time.Time{}, time.Time{}, nil
+		return x, nil
 	}
-	var n uint64
-	if err := ch.QueryRow(ctx, "SELECT count(), min(event_time), max(received_at) FROM usage_events WHERE "+strings.Join(cond, " OR "), args...).
-		Scan(&n, &earliestCall, &latestReceipt); err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("read the extent of usage: %w", err)
+	if err := ch.QueryRow(ctx, "SELECT count(), uniq(account, service), min(event_time), max(received_at) FROM usage_events WHERE "+strings.Join(cond, " OR "), args...).
+		Scan(&x.records, &x.pairs, &x.earliestCall, &x.latestReceipt); err != nil {
+		return x, fmt.Errorf("read the extent of usage: %w", err)
 	}
-	if n == 0 {
-		return time.Time{}, time.Time{}, nil
+	if x.records == 0 {
+		return usageExtent{}, nil
 	}
-	return earliestCall, latestReceipt, nil
+	return x, nil
 }
 
 // windowedUsage answers the billing core's window requests (settle.UsageWindows) from the first

@@ -640,14 +640,15 @@ func (w *Worker) windows(reqs []settle.WindowRequest) ([][]settle.CallsAt, error
 }
 
 // feedUsage gives the engine the usage first copies with offsets in [from, to): as one summary per
-// (account, service, month) where that is exactly what the events one by one would do, otherwise
-// (a receipt at a settlement instant, an event the fast path does not take) event by event.
+// (account, service, month) where that is exactly what the events one by one would do and pairs
+// have several events each, otherwise (one event per pair, a receipt at a settlement instant, an
+// event the fast path does not take) event by event. The engine keeps totals either way.
 func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
-	earliest, latest, err := usageExtent(ctx, w.ch, from, to)
-	if err != nil || earliest.IsZero() {
+	extent, err := readUsageExtent(ctx, w.ch, from, to)
+	if err != nil || extent.records == 0 {
 		return err
 	}
-	if !w.rep.CanSummarize(earliest, latest) {
+	if !extent.summariesPay() || !w.rep.CanSummarize(extent.earliestCall, extent.latestReceipt) {
 		return usageRows(ctx, w.ch, from, to, w.usage)
 	}
 	type group struct {
