@@ -182,12 +182,7 @@ func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
 	if u.Time.IsZero() || receivedAt.IsZero() {
 		return false
 	}
-	for i := 0; i < len(u.ID); i++ {
-		if !plainIDByte(u.ID[i]) {
-			return false
-		}
-	}
-	return validUsage(u, receivedAt, services)
+	return plainID(u.ID) && validUsage(u, receivedAt, services)
 }
 
 type scanner struct {

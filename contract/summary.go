@@ -32,17 +32,19 @@ func (s UsageSummary) Plain(services ServiceChecker) bool {
 		ValidateAccount(s.Account) == nil && services.CheckService(s.Service, s.First) == nil && services.CheckService(s.Service, s.Last) == nil
 }
 
-// plainIDByte: a byte PlainUsage lets through in an id (printable ASCII that JSON does not escape).
-func plainIDByte(c byte) bool {
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+// plainID: every byte of id is one PlainUsage lets through (printable ASCII that JSON does not
+// escape).
+func plainID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // Add counts one more event, received at receivedAt, into the summary.
 func (s *UsageSummary) Add(u Usage, receivedAt time.Time) {
-	plain := true
-	for i := 0; i < len(u.ID); i++ {
-		plain = plain && plainIDByte(u.ID[i])
-	}
 	if s.Events == 0 {
 		*s = UsageSummary{Account: u.Account, Service: u.Service, MinCalls: u.Calls, MaxCalls: u.Calls, MinIDLen: len(u.ID), MaxIDLen: len(u.ID),
 			First: u.Time, Last: u.Time, Lead: u.Time.Sub(receivedAt), LastReceived: receivedAt}
@@ -51,7 +53,7 @@ func (s *UsageSummary) Add(u Usage, receivedAt time.Time) {
 	s.Calls += u.Calls
 	s.MinCalls, s.MaxCalls = min(s.MinCalls, u.Calls), max(s.MaxCalls, u.Calls)
 	s.MinIDLen, s.MaxIDLen = min(s.MinIDLen, len(u.ID)), max(s.MaxIDLen, len(u.ID))
-	if !plain {
+	if !plainID(u.ID) {
 		s.IDsNotPlain++
 	}
 	if u.Time.Before(s.First) {

@@ -98,7 +98,7 @@ func (r *Replayer) StoredUsage(u contract.Usage, recorded time.Time, line func()
 // or past the next settlement's instant) could tell the orders apart, and none can be.
 func (r *Replayer) CanSummarize(earliestCall, latestReceipt time.Time) bool {
 	e := r.engine
-	if e.windows == nil || !e.usageDeduplicated || earliestCall.IsZero() {
+	if !r.keepsTotalsOfDeduplicatedUsage() || earliestCall.IsZero() {
 		return false
 	}
 	next := e.settled.Next()
@@ -116,7 +116,7 @@ func (r *Replayer) CanSummarize(earliestCall, latestReceipt time.Time) bool {
 // false, and the caller applies them one by one. Call it only for a batch CanSummarize allowed.
 func (r *Replayer) UsageSummary(s contract.UsageSummary) (bool, error) {
 	loc := r.cfg.Location
-	if r.engine.windows == nil || !r.engine.usageDeduplicated || !s.Plain(r.cfg.Catalogue) || contract.PeriodOf(s.First, loc) != contract.PeriodOf(s.Last, loc) {
+	if !r.keepsTotalsOfDeduplicatedUsage() || !s.Plain(r.cfg.Catalogue) || contract.PeriodOf(s.First, loc) != contract.PeriodOf(s.Last, loc) {
 		return false, nil
 	}
 	r.stats.Lines += int(s.Events)
@@ -125,6 +125,12 @@ func (r *Replayer) UsageSummary(s contract.UsageSummary) (bool, error) {
 		r.clock = s.LastReceived // Advance would settle nothing: CanSummarize said so
 	}
 	return true, r.engine.Apply(Usage{contract.Usage{Account: s.Account, Service: s.Service, Calls: s.Calls, Time: s.First}}, r.clock)
+}
+
+// keepsTotalsOfDeduplicatedUsage: the engine keeps month totals only and is given each usage
+// identity once, so the order in which usage reaches it does not matter between settlements.
+func (r *Replayer) keepsTotalsOfDeduplicatedUsage() bool {
+	return r.engine.windows != nil && r.engine.usageDeduplicated
 }
 
 func (r *Replayer) applyUsage(u contract.Usage, recorded time.Time) error {

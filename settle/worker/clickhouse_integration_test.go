@@ -203,6 +203,27 @@ func TestUsageSummariesAndWindowsAgreeWithTheRows(t *testing.T) {
 		}
 	}
 
+	// Narrowed to some pairs, usageRowsOf passes on exactly those pairs' rows, in the same order.
+	var all, narrowed []string
+	if err := usageRows(ctx, conn, half, end, func(u contract.Usage, _ time.Time) error {
+		if u.Account == "acct-1" || (u.Account == "acct-2" && u.Service == "image-tagging") {
+			all = append(all, u.Account+"/"+u.Service+"/"+u.ID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pairs := []clickhouse.GroupSet{{Value: []any{"acct-1", "image-tagging"}}, {Value: []any{"acct-1", "vehicle-recognition"}}, {Value: []any{"acct-2", "image-tagging"}}}
+	if err := usageRowsOf(ctx, conn, half, end, pairs, func(u contract.Usage, _ time.Time) error {
+		narrowed = append(narrowed, u.Account+"/"+u.Service+"/"+u.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(all, narrowed) || len(all) == 0 {
+		t.Fatalf("narrowed read: %d rows, the pairs' rows of the whole read: %d", len(narrowed), len(all))
+	}
+
 	// Windows of every (account, service) through November, between random bounds and the month
 	// starts, over the first copies below end.
 	var rows []contract.Usage

@@ -99,7 +99,7 @@ func TestFirstCopyUsageQuery(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			q, args, ok := firstCopyUsageQuery(c.from, c.to)
+			q, args, ok := firstCopyUsageQuery(c.from, c.to, nil)
 			if ok != c.ok {
 				t.Fatalf("ok = %v", ok)
 			}
@@ -124,7 +124,7 @@ func TestFirstCopyUsageQuery(t *testing.T) {
 					t.Fatalf("query lacks %q:\n%s", must, q)
 				}
 			}
-			if q2, _, _ := firstCopyUsageQuery(c.from, c.to); q2 != q {
+			if q2, _, _ := firstCopyUsageQuery(c.from, c.to, nil); q2 != q {
 				t.Fatal("the same offsets gave two query texts")
 			}
 		})

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -656,6 +657,7 @@ func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
 		period           contract.Period
 	}
 	var slow map[group]bool
+	var slowPairs []clickhouse.GroupSet
 	loc := w.cfg.Billing.Location
 	if err := usageSummaries(ctx, w.ch, loc, from, to, func(s contract.UsageSummary) error {
 		ok, err := w.rep.UsageSummary(s)
@@ -666,6 +668,7 @@ func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
 			if slow == nil {
 				slow = map[group]bool{}
 			}
+			slowPairs = append(slowPairs, clickhouse.GroupSet{Value: []any{s.Account, s.Service}})
 			// Every month the events may be in (a time zone database of ClickHouse's own could
 			// put a boundary elsewhere than Go's): all of them go event by event.
 			for p := contract.PeriodOf(s.First, loc); !contract.PeriodOf(s.Last, loc).Before(p); p = p.Next() {
@@ -680,7 +683,7 @@ func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
 		return nil
 	}
 	w.log.Info("settle: usage applied event by event where a summary could not stand for it", "groups", len(slow))
-	return usageRows(ctx, w.ch, from, to, func(u contract.Usage, received time.Time) error {
+	return usageRowsOf(ctx, w.ch, from, to, slowPairs, func(u contract.Usage, received time.Time) error {
 		if !slow[group{u.Account, u.Service, contract.PeriodOf(u.Time, loc)}] {
 			return nil
 		}
