@@ -125,6 +125,9 @@ type Worker struct {
 	fed              Offsets          // usage offsets fed to the engine so far (what the last tick covered)
 	next             map[string]int64 // "topic/partition" → next offset to consume
 
+	// The two children of metrics.UsageRead, looked up once: usage is counted per event.
+	usageByEvent, usageBySummary prometheus.Counter
+
 	mu   sync.Mutex
 	late bool // a settlement is past day 3
 }
@@ -136,7 +139,8 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	}
 	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{},
 		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}, ctx: context.Background(),
-		journal: newTopicWriter(cfg.Brokers, cfg.JournalTopic, journalChunkBytes)}
+		journal:      newTopicWriter(cfg.Brokers, cfg.JournalTopic, journalChunkBytes),
+		usageByEvent: metrics.UsageRead.WithLabelValues("event"), usageBySummary: metrics.UsageRead.WithLabelValues("summary")}
 	out, err := NewEmitter(DefaultEmitterConfig(cfg.Brokers, cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
 		telemetry.AddInt(metrics.Emitted.WithLabelValues(typ), int64(n))
 	})
@@ -167,7 +171,7 @@ func (w *Worker) line(raw []byte) error { return w.applied(w.rep.Line(raw)) }
 
 // usage applies a stored usage event as line applies its log line (UsageLine), only faster.
 func (w *Worker) usage(u contract.Usage, received time.Time) error {
-	w.metrics.UsageRead.WithLabelValues("event").Inc()
+	w.usageByEvent.Inc()
 	return w.applied(w.rep.StoredUsage(u, received, func() []byte { return UsageLine(u, received) }))
 }
 
@@ -507,8 +511,9 @@ type input struct {
 
 const (
 	// firstTickRecheck is how often the first settlement's instant is worked out again until it
-	// comes (usage the sink writes late may name an earlier month).
-	firstTickRecheck = time.Second
+	// comes (usage the sink writes late may name an earlier month). Each look scans usage_events'
+	// times, so not every pass of the loop.
+	firstTickRecheck = 10 * time.Second
 	// maxInputsPerPass bounds one journal write and what is applied between two looks at the clock.
 	maxInputsPerPass = 10_000
 	// journalChunkBytes bounds one produce request to the journal, under the broker's 1 MiB.
@@ -662,7 +667,7 @@ func (w *Worker) feedUsage(ctx context.Context, from, to Offsets) error {
 	if err := usageSummaries(ctx, w.ch, loc, from, to, func(s contract.UsageSummary) error {
 		ok, err := w.rep.UsageSummary(s)
 		if ok {
-			telemetry.AddInt(w.metrics.UsageRead.WithLabelValues("summary"), s.Events)
+			telemetry.AddInt(w.usageBySummary, s.Events)
 		}
 		if err == nil && !ok {
 			if slow == nil {
