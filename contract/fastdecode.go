@@ -1,17 +1,17 @@
 package contract
 
 import (
-	"bytes"
 	"time"
 
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/jsonscan"
 )
 
-// DecodeUsage is cloudevent.Decode followed by ParseUsage, with a fast path for the common shape
-// of a usage event: a flat object of known lowercase keys, ASCII strings without escapes, calls
-// a plain integer. Anything else (extensions, escapes, odd spellings, errors) goes the reflective
-// way, so the answer, accepted or rejected with its reason, is always exactly ParseUsage's;
-// FuzzDecodeUsageMatchesParseUsage holds it to that.
+// DecodeUsage is cloudevent.Decode followed by ParseUsage, with a fast path for every usage
+// event a CloudEvents producer sends in structured mode: attributes in any order, escapes,
+// subject, dataschema, extensions and any JSON datacontenttype. What the fast path cannot take
+// for certain (a name in capitals, a duplicate, data_base64, an error) goes the reflective way, so the answer, accepted or rejected with its reason, is always exactly
+// ParseUsage's; FuzzDecodeUsageMatchesParseUsage holds it to that.
 func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, error) {
 	if u, _, ok := fastUsage(raw, receivedAt, services); ok {
 		return u, nil
@@ -24,148 +24,168 @@ func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usa
 }
 
 // DecodeLoggedUsage is the fast path for a usage line of a log being replayed: received at its
-// recordedat (else at its time). ok is false for anything but a valid usage event of the common
-// shape; decode those the general way (cloudevent.Decode, ParseUsage), which gives the reason.
+// recordedat (else at its time). ok is false for anything but a valid usage event the fast path
+// takes; decode those the general way (cloudevent.Decode, ParseUsage), which gives the reason.
 func DecodeLoggedUsage(raw []byte, services ServiceChecker) (u Usage, recordedAt time.Time, ok bool) {
 	return fastUsage(raw, time.Time{}, services)
 }
 
-// fastUsage returns ok only for a valid event in the common shape, received at receivedAt (zero:
-// at the event's recordedat, else its time, which it returns).
+// Attributes the reflective decoder reads (cloudevent.wire) and usage data fields, as bits.
+const (
+	fSpec = 1 << iota
+	fID
+	fSource
+	fType
+	fTime
+	fCT
+	fRecorded
+	fData
+	fAccount
+	fService
+	fCalls
+)
+
+// usageScan holds what fastUsage has read so far.
+type usageScan struct {
+	jsonscan.Scanner
+	seen                      int
+	id, typ, tm, account, svc []byte
+	recorded                  time.Time
+	calls                     int64
+}
+
+// once marks field f read; false if it was already (encoding/json would keep the last copy).
+func (s *usageScan) once(f int) bool {
+	if s.seen&f != 0 {
+		return false
+	}
+	s.seen |= f
+	return true
+}
+
+// fastUsage returns ok only for a valid event it reads for certain, received at receivedAt
+// (zero: at the event's recordedat, else its time, which it returns).
 func fastUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, time.Time, bool) {
-	s := scanner{b: raw}
-	var id, typ, tm, account, service []byte
-	var recorded time.Time
-	var calls int64 = 1
-	seen := 0
-	const (
-		fSpec = 1 << iota
-		fID
-		fSource
-		fType
-		fTime
-		fCT
-		fRecorded
-		fData
-		fAccount
-		fService
-		fCalls
-	)
-	once := func(f int) bool {
-		if seen&f != 0 {
-			return false
-		}
-		seen |= f
-		return true
-	}
-	if !s.byte('{') {
+	s := usageScan{Scanner: jsonscan.Scanner{B: raw}, calls: 1}
+	if !s.Byte('{') {
 		return Usage{}, time.Time{}, false
 	}
-	for first := true; ; first = false {
-		if s.byte('}') {
-			break
-		}
-		if !first && !s.byte(',') {
+	for first := true; !s.Byte('}'); first = false {
+		if !first && !s.Byte(',') {
 			return Usage{}, time.Time{}, false
 		}
-		key, ok := s.str()
-		if !ok || !s.byte(':') {
-			return Usage{}, time.Time{}, false
-		}
-		switch string(key) {
-		case "specversion":
-			v, ok := s.str()
-			if !ok || !once(fSpec) || string(v) != cloudevent.SpecVersion {
-				return Usage{}, time.Time{}, false
-			}
-		case "id":
-			if id, ok = s.str(); !ok || !once(fID) {
-				return Usage{}, time.Time{}, false
-			}
-		case "source":
-			if _, ok = s.str(); !ok || !once(fSource) {
-				return Usage{}, time.Time{}, false
-			}
-		case "type":
-			if typ, ok = s.str(); !ok || !once(fType) {
-				return Usage{}, time.Time{}, false
-			}
-		case "time":
-			if tm, ok = s.str(); !ok || !once(fTime) {
-				return Usage{}, time.Time{}, false
-			}
-		case "datacontenttype":
-			v, ok := s.str()
-			if !ok || !once(fCT) || string(v) != "application/json" {
-				return Usage{}, time.Time{}, false
-			}
-		case "recordedat":
-			v, ok := s.str()
-			if !ok || !once(fRecorded) {
-				return Usage{}, time.Time{}, false
-			}
-			var err error
-			if recorded, err = cloudevent.ParseTime(string(v)); err != nil {
-				return Usage{}, time.Time{}, false
-			}
-		case "data":
-			if !once(fData) || !s.byte('{') {
-				return Usage{}, time.Time{}, false
-			}
-			for dfirst := true; ; dfirst = false {
-				if s.byte('}') {
-					break
-				}
-				if !dfirst && !s.byte(',') {
-					return Usage{}, time.Time{}, false
-				}
-				dkey, ok := s.str()
-				if !ok || !s.byte(':') {
-					return Usage{}, time.Time{}, false
-				}
-				switch string(dkey) {
-				case "account":
-					if account, ok = s.str(); !ok || !once(fAccount) {
-						return Usage{}, time.Time{}, false
-					}
-				case "service":
-					if service, ok = s.str(); !ok || !once(fService) {
-						return Usage{}, time.Time{}, false
-					}
-				case "calls":
-					if calls, ok = s.smallInt(); !ok || !once(fCalls) {
-						return Usage{}, time.Time{}, false
-					}
-				default:
-					return Usage{}, time.Time{}, false
-				}
-			}
-		default:
+		key, ok := s.Key()
+		if !ok || !s.attribute(key) {
 			return Usage{}, time.Time{}, false
 		}
 	}
-	s.space()
-	if s.i != len(s.b) || seen&(fID|fType|fTime|fData|fAccount|fService) != fID|fType|fTime|fData|fAccount|fService {
+	const required = fID | fType | fTime | fData | fAccount | fService
+	if !s.Done() || s.seen&required != required || string(s.typ) != UsageType {
 		return Usage{}, time.Time{}, false
 	}
-	if string(typ) != UsageType {
-		return Usage{}, time.Time{}, false
-	}
-	t, err := cloudevent.ParseTime(string(tm))
+	t, err := cloudevent.ParseTime(string(s.tm))
 	if err != nil {
 		return Usage{}, time.Time{}, false
 	}
 	if receivedAt.IsZero() {
-		receivedAt = recorded
+		receivedAt = s.recorded
 		if receivedAt.IsZero() {
 			receivedAt = t
 		}
 	}
-	u := Usage{ID: string(id), Account: string(account), Service: string(service), Calls: calls, Time: t}
+	u := Usage{ID: string(s.id), Account: string(s.account), Service: string(s.svc), Calls: s.calls, Time: t}
 	if !validUsage(u, receivedAt, services) {
 		return Usage{}, time.Time{}, false
 	}
 	return u, receivedAt, true
+}
+
+// attribute reads the value of one top-level key; false when the fast path must give up.
+func (s *usageScan) attribute(key []byte) bool {
+	var v []byte
+	ok := true
+	switch string(key) {
+	case "specversion":
+		v, ok = s.String()
+		return ok && s.once(fSpec) && string(v) == cloudevent.SpecVersion
+	case "id":
+		if s.id, ok = s.String(); !ok || !s.once(fID) {
+			return false
+		}
+		_, ok = cloudevent.Printable(s.id)
+		return ok
+	case "source":
+		if v, ok = s.String(); !ok || !s.once(fSource) {
+			return false
+		}
+		_, ok = cloudevent.Printable(v)
+		return ok
+	case "type":
+		s.typ, ok = s.String()
+		return ok && s.once(fType)
+	case "time":
+		s.tm, ok = s.String()
+		return ok && s.once(fTime)
+	case "datacontenttype":
+		v, ok = s.String()
+		return ok && s.once(fCT) && cloudevent.IsJSONMediaType(string(v))
+	case "recordedat":
+		if v, ok = s.String(); !ok || !s.once(fRecorded) {
+			return false
+		}
+		var err error
+		s.recorded, err = cloudevent.ParseTime(string(v))
+		return err == nil
+	case "data":
+		return s.once(fData) && s.data()
+	case "data_base64":
+		return false // refused, with its reason, by the reflective decoder
+	case "subject", "dataschema": // ignored, as by the reflective decoder
+		_, ok = s.String()
+		return ok
+	}
+	// An extension, ignored too. Names in capitals or with other characters, and values that
+	// are objects or arrays, are the reflective decoder's to judge.
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return len(key) > 0 && s.SkipScalar()
+}
+
+// data reads the usage data object: account, service and calls, nothing else (DecodeData
+// refuses unknown fields).
+func (s *usageScan) data() bool {
+	if !s.Byte('{') {
+		return false
+	}
+	for first := true; !s.Byte('}'); first = false {
+		if !first && !s.Byte(',') {
+			return false
+		}
+		key, ok := s.Key()
+		if !ok {
+			return false
+		}
+		switch string(key) {
+		case "account":
+			s.account, ok = s.String()
+			ok = ok && s.once(fAccount)
+		case "service":
+			s.svc, ok = s.String()
+			ok = ok && s.once(fService)
+		case "calls":
+			s.calls, ok = s.SmallInt(7)
+			ok = ok && s.once(fCalls)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // validUsage is the fast path's check of a usage event's fields, received at receivedAt.
@@ -183,70 +203,4 @@ func PlainUsage(u Usage, receivedAt time.Time, services ServiceChecker) bool {
 		return false
 	}
 	return plainID(u.ID) && validUsage(u, receivedAt, services)
-}
-
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) space() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// byte consumes c (after whitespace) if it is next.
-func (s *scanner) byte(c byte) bool {
-	s.space()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// str reads a string of printable ASCII without escapes; anything else is left to the slow path.
-func (s *scanner) str() ([]byte, bool) {
-	if !s.byte('"') {
-		return nil, false
-	}
-	start := s.i
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			v := s.b[start:s.i]
-			s.i++
-			return v, true
-		case c == '\\' || c < 0x20 || c >= 0x7f: // DEL and beyond: the slow path judges them
-			return nil, false
-		}
-		s.i++
-	}
-	return nil, false
-}
-
-// smallInt reads a positive integer of at most 7 digits, without sign, fraction or exponent.
-func (s *scanner) smallInt() (int64, bool) {
-	s.space()
-	start := s.i
-	var n int64
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' && s.i-start < 8 {
-		n = n*10 + int64(s.b[s.i]-'0')
-		s.i++
-	}
-	digits := s.b[start:s.i]
-	if len(digits) == 0 || len(digits) > 7 || digits[0] == '0' {
-		return 0, false
-	}
-	if s.i < len(s.b) && bytes.IndexByte([]byte(".eE+-"), s.b[s.i]) >= 0 {
-		return 0, false
-	}
-	return n, true
 }

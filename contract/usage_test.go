@@ -140,6 +140,9 @@ func FuzzDecodeUsageMatchesParseUsage(f *testing.F) {
 	f.Add([]byte(`{"specversion":"1.0","id":"x","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","recordedat":"2026-10-05T12:00:00Z","datacontenttype":"application/json","data":{"calls":1000000,"service":"old-service","account":"a"}}`))
 	f.Add([]byte(`{"id":"x","ID":"y","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data":{"account":"a","service":"image-tagging","calls":01}}`))
 	f.Add([]byte(`{"id":"x","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data":{"account":"a\u0062","service":"image-tagging","calls":1e2}} `))
+	for _, raw := range producerShapes {
+		f.Add([]byte(raw))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		fast, ferr := DecodeUsage(raw, received, catalogue{})
 		ev, serr := cloudevent.Decode(raw)
@@ -172,23 +175,60 @@ func FuzzDecodeUsageMatchesParseUsage(f *testing.F) {
 	})
 }
 
+// producerShapes are usage events as CloudEvents producers write them: the SDKs' attribute
+// order, subject, extensions, escapes, JSON media types with parameters; and spellings the
+// the fast path leaves to the reflective decoder (a key in capitals, a duplicate, data_base64,
+// extensions CloudEvents does not allow).
+var producerShapes = []string{
+	`{"specversion":"1.0","id":"e1","source":"//gw.example/eu-1","type":"tally.usage.v1","subject":"acme","datacontenttype":"application/json","time":"2026-10-05T12:00:00.123456789Z","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","data":{"account":"acme","service":"image-tagging","calls":3}}`,
+	`{"data":{"calls":2,"service":"image-tagging","account":"acme"},"time":"2026-10-05T20:00:00+08:00","type":"tally.usage.v1","id":"e2","source":"https:\/\/gw.example\/eu-1","specversion":"1.0","datacontenttype":"application/json; charset=utf-8"}`,
+	`{"specversion":"1.0","id":"caf\u00e9-\ud83d\ude00-\"q\"","source":"gw","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","dataschema":"https://example.com/usage.json","sequence":42,"sampled":true,"ratio":0.5,"nothing":null,"data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"ü-ß","source":"Zürich","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","datacontenttype":"application/cloudevents+json","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e12","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","tags":["a",{"b":null}],"trace_id":"x","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e13","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","subject":7,"data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e3","source":"gw","type":"tally.usage.v1","Subject":"acme","time":"2026-10-05T12:00:00Z","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e4","source":"gw","type":"tally.usage.v1","ID":"e5","time":"2026-10-05T12:00:00Z","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e6","id":"e7","source":"gw","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e8","source":"gw","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","data_base64":"e30=","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e9\u0007","source":"gw\u007f","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","datacontenttype":"text/plain","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"\ud800","source":"gw","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","ext":"\ud800","data":{"account":"acme","service":"image-tagging"}}`,
+	"{\"specversion\":\"1.0\",\"id\":\"e10\",\"type\":\"tally.usage.v1\",\"time\":\"2026-10-05T12:00:00Z\",\"x\":\"\xff\",\"data\":{\"account\":\"acme\",\"service\":\"image-tagging\"}}",
+	`{"specversion":"1.0","id":"e11","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","deep":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"data":{"account":"acme","service":"image-tagging"}}`,
+}
+
+// The shapes real producers send take the fast path (else the sink and replay crawl on them).
+func TestProducerShapesTakeTheFastPath(t *testing.T) {
+	for i, raw := range producerShapes[:4] {
+		if _, _, ok := fastUsage([]byte(raw), received, catalogue{}); !ok {
+			t.Errorf("shape %d goes the reflective way: %s", i, raw)
+		}
+	}
+}
+
 func BenchmarkDecodeUsage(b *testing.B) {
-	raw := []byte(event("req-000123456", "2026-10-05T11:59:00.123Z", `{"account":"acct-004211","service":"image-tagging","calls":3}`))
-	b.Run("fast", func(b *testing.B) {
-		for range b.N {
-			if _, err := DecodeUsage(raw, received, catalogue{}); err != nil {
-				b.Fatal(err)
+	shapes := map[string][]byte{
+		"minimal": []byte(event("req-000123456", "2026-10-05T11:59:00.123Z", `{"account":"acct-004211","service":"image-tagging","calls":3}`)),
+		"sdk":     sdkUsage(b, "req-000123456"), // subject, dataschema, three extensions
+	}
+	for name, raw := range shapes {
+		b.Run(name+"/fast", func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := DecodeUsage(raw, received, catalogue{}); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
-	b.Run("reflective", func(b *testing.B) {
-		for range b.N {
-			ev, _ := cloudevent.Decode(raw)
-			if _, err := ParseUsage(ev, received, catalogue{}); err != nil {
-				b.Fatal(err)
+		})
+		b.Run(name+"/reflective", func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				ev, _ := cloudevent.Decode(raw)
+				if _, err := ParseUsage(ev, received, catalogue{}); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 }
 
 // Whatever an id, account or service holds, Encode writes JSON that DecodeUsage reads back as the

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/jsonscan"
 	"github.com/tally-billing/tally/internal/telemetry"
 )
 
@@ -181,7 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if mt == "application/json" && !binary && bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
 		batch = true // a JSON array sent as plain JSON is the batch it evidently is
 	}
-	var raws []json.RawMessage
+	var raws [][]byte
 	if binary {
 		raw, err := cloudevent.FromBinary(r.Header, body)
 		if err != nil {
@@ -190,7 +191,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, Response{Rejected: []Rejection{{Index: 0, ID: r.Header.Get("Ce-Id"), Reason: err.Error()}}})
 			return
 		}
-		raws = []json.RawMessage{raw}
+		raws = [][]byte{raw}
 	} else if raws, err = SplitBody(body, batch, h.cfg.MaxBatch); err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, errBatchTooLong) {
@@ -204,18 +205,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	records := make([]Record, 0, len(raws))
 	forbidden := 0
 	for i, raw := range raws {
-		ev, err := cloudevent.Decode(raw)
-		var u contract.Usage
-		if err == nil {
-			u, err = contract.ParseUsage(ev, received, h.services)
-		}
-		if err == nil {
-			if err = h.allowed(key, u, received); err != nil {
-				forbidden++
-			}
+		u, err := contract.DecodeUsage(raw, received, h.services)
+		id := u.ID
+		if err != nil {
+			id = rejectedID(raw)
+		} else if err = h.allowed(key, u, received); err != nil {
+			forbidden++
 		}
 		if err != nil {
-			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: ev.ID, Reason: err.Error()})
+			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: id, Reason: err.Error()})
 			h.metrics.rejected(err)
 			continue
 		}
@@ -248,6 +246,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errBatchTooLong = errors.New("batch too long")
+
+// rejectedID is the id of a refused event, if its envelope gives one, for the sender to match.
+func rejectedID(raw []byte) string {
+	ev, _ := cloudevent.Decode(raw)
+	return ev.ID
+}
 
 // publish makes the records durable, or says why not (the answer is then 503).
 func (h *Handler) publish(r *http.Request, gateway string, records []Record) (bool, string) {
@@ -321,20 +325,27 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 
 // SplitBody turns a request body into the raw events it carries: the body itself, or the
 // elements of a JSON array for a batch.
-func SplitBody(body []byte, batch bool, maxBatch int) ([]json.RawMessage, error) {
+func SplitBody(body []byte, batch bool, maxBatch int) ([][]byte, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, errors.New("empty body: send a CloudEvent")
 	}
 	if !batch {
-		return []json.RawMessage{body}, nil
+		return [][]byte{body}, nil
 	}
 	if body[0] != '[' {
 		return nil, errors.New("a batch must be a JSON array of CloudEvents")
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		return nil, fmt.Errorf("batch is not a JSON array: %v", err)
+	raws, ok := jsonscan.SplitArray(body)
+	if !ok { // encoding/json judges what the scanner does not take, and says why
+		var elems []json.RawMessage
+		if err := json.Unmarshal(body, &elems); err != nil {
+			return nil, fmt.Errorf("batch is not a JSON array: %v", err)
+		}
+		raws = make([][]byte, len(elems))
+		for i := range elems {
+			raws[i] = elems[i]
+		}
 	}
 	if len(raws) == 0 {
 		return nil, errors.New("empty batch")

@@ -46,7 +46,7 @@ func FromBinary(h http.Header, body []byte) ([]byte, error) {
 		attrs[name] = v
 	}
 	if ct := h.Get("Content-Type"); ct != "" {
-		if !isJSONMediaType(ct) {
+		if !IsJSONMediaType(ct) {
 			return nil, reject("Content-Type %q: the data of a binary-mode event must be JSON", ct)
 		}
 		attrs["datacontenttype"] = ct

@@ -2,6 +2,7 @@ package cloudevent
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -41,4 +42,34 @@ func FuzzFromBinary(f *testing.F) {
 			t.Fatalf("%s: data %s; want the body %s", raw, ev.Data, body)
 		}
 	})
+}
+
+// Names are case-sensitive, as CloudEvents says and the SDKs read them: a known name in other
+// letters is refused with the name it resembles, not read as that attribute; extensions are
+// what CloudEvents allows (ASCII letters and digits, scalar values), else refused with why.
+func TestNamesAreCaseSensitive(t *testing.T) {
+	for raw, reason := range map[string]string{
+		`{"specversion":"1.0","id":"a","type":"t","dAtA":{"x":1}}`:                                     `attribute "dAtA": CloudEvents attribute names are case-sensitive; did you mean "data"?`,
+		`{"specversion":"1.0","ID":"a","type":"t","data":{"x":1}}`:                                     `attribute "ID": CloudEvents attribute names are case-sensitive; did you mean "id"?`,
+		`{"specversion":"1.0","id":"a","id":"b","type":"t","data":{"x":1}}`:                            "",
+		`{"specversion":"1.0","id":"a","type":"t","subject":"S","data":{}}`:                            "",
+		`{"specversion":"1.0","id":"a","type":"t","Subject":"S","data":{}}`:                            `attribute "Subject": CloudEvents attribute names are case-sensitive; did you mean "subject"?`,
+		`{"specversion":"1.0","id":"a","type":"t","traceId":"x","n":1.5,"b":false,"z":null,"data":{}}`: "",
+		`{"specversion":"1.0","id":"a","type":"t","trace_id":"x","data":{}}`:                           `attribute "trace_id": CloudEvents attribute names are ASCII letters and digits`,
+		`{"specversion":"1.0","id":"a","type":"t","tags":["x"],"data":{}}`:                             `extension "tags" holds a JSON array: extension values are strings, numbers or booleans`,
+		`{"specversion":"1.0","id":"a","type":"t","subject":{},"data":{}}`:                             "subject must be a string",
+		"{\"specversion\":\"1.0\",\"id\":\"a\",\"\\u0074ype\":\"t\",\"data\":{}}":                      "",
+	} {
+		_, err := Decode([]byte(raw))
+		if got := fmt.Sprint(err); reason == "" && err != nil || reason != "" && got != reason {
+			t.Errorf("%s: %v; want %q", raw, err, reason)
+		}
+	}
+	var d struct {
+		Service string `json:"service"`
+	}
+	err := DecodeData([]byte(`{"ſervice":"x"}`), &d)
+	if want := `data.ſervice: field names are case-sensitive; did you mean "service"?`; fmt.Sprint(err) != want {
+		t.Errorf("data: %v; want %q", err, want)
+	}
 }

@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -82,6 +85,9 @@ func Decode(raw []byte) (Event, error) {
 	if dec.More() {
 		return Event{}, reject("trailing data after the CloudEvent object")
 	}
+	if err := checkAttributes(raw); err != nil {
+		return Event{}, err
+	}
 	var ev Event
 	if w.SpecVersion != nil && *w.SpecVersion != SpecVersion {
 		return Event{}, reject("specversion %q is not supported (want %q)", *w.SpecVersion, SpecVersion)
@@ -106,7 +112,7 @@ func Decode(raw []byte) (Event, error) {
 		}
 		ev.Source = *w.Source
 	}
-	if w.DataContentType != nil && !isJSONMediaType(*w.DataContentType) {
+	if w.DataContentType != nil && !IsJSONMediaType(*w.DataContentType) {
 		return Event{}, reject("datacontenttype %q is not JSON", *w.DataContentType)
 	}
 	if w.DataBase64 != nil {
@@ -137,15 +143,39 @@ func Decode(raw []byte) (Event, error) {
 // printable refuses control characters (they hide in logs and terminals) and U+FFFD (what an
 // escaped lone surrogate decodes to: two distinct ids would become one).
 func printable(name, v string) error {
-	for _, r := range v {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return reject("%s holds %U: ids and sources must be printable UTF-8", name, r)
-		}
+	if r, ok := Printable(v); !ok {
+		return reject("%s holds %U: ids and sources must be printable UTF-8", name, r)
 	}
 	return nil
 }
 
-func isJSONMediaType(s string) bool {
+// Printable reports whether an id or source is acceptable: no control character, no U+FFFD
+// (else it returns the first such rune). v may be a string or the bytes of one.
+func Printable[T string | []byte](v T) (rune, bool) {
+	for i := 0; i < len(v); {
+		c := v[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return rune(c), false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(string(v[i:]))
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return r, false
+		}
+		i += n
+	}
+	return 0, true
+}
+
+// IsJSONMediaType reports whether a datacontenttype says JSON: application/json or any +json
+// type, parameters and case aside.
+func IsJSONMediaType(s string) bool {
+	if s == "application/json" {
+		return true // what nearly every producer sends, without the work below
+	}
 	mt := strings.ToLower(strings.TrimSpace(strings.SplitN(s, ";", 2)[0]))
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
@@ -168,7 +198,119 @@ func DecodeData(data json.RawMessage, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return Invalid("data", "data: %v", cleanJSONError(err))
 	}
+	names := jsonNames(reflect.TypeOf(v))
+	return eachMember(data, func(key string, _ json.RawMessage) error {
+		return exactName(key, names, "data", "data.%s: field names are case-sensitive; did you mean %q?")
+	})
+}
+
+// attributeNames are the members of a structured event CloudEvents 1.0 defines: those Decode
+// reads and two it ignores.
+var attributeNames = append(jsonNames(reflect.TypeOf(wire{})), "subject", "dataschema")
+
+// checkAttributes holds a structured event's members (raw is a valid JSON object) to the
+// CloudEvents rules the official SDKs enforce: names are case-sensitive ("dAtA" is not "data":
+// encoding/json alone would read it as data), extension names are ASCII letters and digits,
+// extension values are strings, numbers or booleans, subject and dataschema are strings.
+func checkAttributes(raw []byte) error {
+	return eachMember(raw, func(name string, value json.RawMessage) error {
+		if err := exactName(name, attributeNames, "envelope", "attribute %q: CloudEvents attribute names are case-sensitive; did you mean %q?"); err != nil {
+			return err
+		}
+		switch kind := value[0]; {
+		case name == "subject" || name == "dataschema":
+			if kind != '"' && kind != 'n' {
+				return reject("%s must be a string", name)
+			}
+		case slices.Contains(attributeNames, name):
+		case !validExtensionName(name):
+			return reject("attribute %q: CloudEvents attribute names are ASCII letters and digits", name)
+		case kind == '{':
+			return reject("extension %q holds a JSON object: extension values are strings, numbers or booleans", name)
+		case kind == '[':
+			return reject("extension %q holds a JSON array: extension values are strings, numbers or booleans", name)
+		}
+		return nil
+	})
+}
+
+func validExtensionName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return name != ""
+}
+
+// exactName refuses a key that matches one of names only the way encoding/json matches them,
+// ignoring case ("dAtA" for "data", "ſervice" for "service"): CloudEvents names are
+// case-sensitive, the official SDKs read such a key as another attribute, and the fast decoders
+// would not know it. The error has code and a reason from format, which takes the key and the
+// name it resembles.
+func exactName(key string, names []string, code, format string) error {
+	for _, name := range names {
+		if key != name && strings.EqualFold(key, name) {
+			return Invalid(code, format, key, name)
+		}
+	}
 	return nil
+}
+
+// eachMember calls fn with each member of the JSON object raw (known to be valid), in the
+// document's order (so a reason is always the same one), until fn fails.
+func eachMember(raw []byte, fn func(name string, value json.RawMessage) error) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		return nil
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		var value json.RawMessage
+		if err != nil || dec.Decode(&value) != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if err := fn(name, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var namesOfType sync.Map // reflect.Type → []string
+
+// jsonNames lists the JSON member names of a struct type (or a pointer to one).
+func jsonNames(t reflect.Type) []string {
+	if names, ok := namesOfType.Load(t); ok {
+		return names.([]string)
+	}
+	names := structNames(t)
+	namesOfType.Store(t, names)
+	return names
+}
+
+func structNames(t reflect.Type) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+		case name != "":
+			names = append(names, name)
+		case f.IsExported():
+			names = append(names, f.Name)
+		}
+	}
+	return names
 }
 
 // Int64 reads a JSON integer literal (not a string, not a fraction) as an int64.
