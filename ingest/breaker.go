@@ -65,6 +65,16 @@ func (b *breaker) done(err error, trial bool) (opened, closed bool, refused int)
 	return false, false, 0
 }
 
+// abandon records a publish whose outcome says nothing about Kafka (its client went away): the
+// state stays as it was, and a trial may be tried again.
+func (b *breaker) abandon(trial bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if trial {
+		b.trial = false
+	}
+}
+
 // ready is nil while the breaker is closed; a readiness check.
 func (b *breaker) ready() error {
 	b.mu.Lock()

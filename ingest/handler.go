@@ -272,6 +272,13 @@ func (h *Handler) publish(r *http.Request, gateway string, records []Record) (bo
 	err := h.pub.Publish(ctx, records)
 	cancel()
 	h.metrics.ProduceSeconds.Observe(time.Since(pubStart).Seconds())
+	if err != nil && r.Context().Err() != nil {
+		// The client went away (it gave up, or a load balancer did): that says nothing about
+		// Kafka, so the breaker stays as it was; the client's retry is safe, ids make it so.
+		h.breaker.abandon(trial)
+		h.metrics.Abandoned.Inc()
+		return false, "the request was canceled before the usage log acknowledged its events; retry it"
+	}
 	opened, closed, refused := h.breaker.done(err, trial)
 	switch {
 	case opened:

@@ -466,3 +466,40 @@ func TestIngestSlowBodyGets408(t *testing.T) {
 		t.Fatalf("status %d; want 408", resp.StatusCode)
 	}
 }
+
+// A client that goes away while its events wait for Kafka's acknowledgement says nothing about
+// Kafka: everyone else is still served, and readiness stays green. (A load generator stopping
+// its clients used to trip the breaker and 503 every other gateway.)
+func TestAClientGoingAwayDoesNotTripTheBreaker(t *testing.T) {
+	pub := &failingPublisher{block: make(chan struct{})}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 1 << 20, MaxBatch: 10, PublishTimeout: time.Minute, RetryAfter: time.Minute},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(ctx context.Context) int {
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/events", strings.NewReader(usageJSON("e1", "acme", "image-tagging", 3)))
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		req.RemoteAddr = "127.0.0.1:5000"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	answered := make(chan int)
+	go func() { answered <- send(ctx) }()
+	for pub.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if code := <-answered; code == http.StatusOK {
+		t.Fatalf("the abandoned request was answered %d", code)
+	}
+	if err := h.Ready(context.Background()); err != nil {
+		t.Fatalf("not ready after a client went away: %v", err)
+	}
+	close(pub.block)
+	if code := send(context.Background()); code != http.StatusOK {
+		t.Fatalf("the next request: %d", code)
+	}
+}

@@ -14,6 +14,7 @@ type Metrics struct {
 	Rejected        *prometheus.CounterVec
 	Failed          *prometheus.CounterVec
 	PublishFailures prometheus.Counter
+	Abandoned       prometheus.Counter
 	Shed            *prometheus.CounterVec
 	ProduceSeconds  prometheus.Histogram
 	RequestSeconds  prometheus.Histogram
@@ -28,6 +29,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Failed:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_ingest_requests_failed_total", Help: "Requests refused whole, by HTTP status."}, []string{"status"}),
 		PublishFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_ingest_publish_failures_total",
 			Help: "Requests answered 503 because Kafka did not acknowledge."}),
+		Abandoned: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_ingest_requests_abandoned_total",
+			Help: "Requests whose client went away before Kafka acknowledged; not counted as Kafka failures."}),
 		ProduceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_ingest_produce_seconds", Help: "Time for Kafka to acknowledge a request's events.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		RequestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tally_ingest_request_seconds", Help: "Time to answer POST /v1/events.",
@@ -37,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.Shed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_ingest_requests_shed_total",
 		Help: "Requests answered 503 at once, without waiting on Kafka (kafka_down: after a failed publish; in_flight: too many waiting)."}, []string{"reason"})
-	reg.MustRegister(m.Shed, m.Accepted, m.Rejected, m.Failed, m.PublishFailures, m.ProduceSeconds, m.RequestSeconds, m.BatchSize)
+	reg.MustRegister(m.Shed, m.Accepted, m.Rejected, m.Failed, m.PublishFailures, m.Abandoned, m.ProduceSeconds, m.RequestSeconds, m.BatchSize)
 	return m
 }
 
