@@ -34,6 +34,7 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 	batch := fs.Int("batch", 100, "with --target: events per request")
 	clients := fs.Int("clients", 8, "with --target: concurrent clients")
 	duration := fs.Duration("duration", 10*time.Second, "with --target: how long to send")
+	shape := fs.String("shape", "minimal", "with --target: event shape, minimal or sdk (subject, datacontenttype, an extension, as the official SDKs write events)")
 	rate := fs.Float64("rate", 0, "with --target: events per second to offer, spread over the clients (0: as fast as ingest answers)")
 	billing := billingFlags(fs)
 	if err := env.parse(fs, args); err != nil {
@@ -51,11 +52,11 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 		return errors.New("--accounts must be ≥ 1 and --events ≥ 0")
 	}
 	if *target != "" {
-		if *batch < 1 || *clients < 1 || *duration <= 0 || *duration > time.Hour || *rate < 0 {
-			return errors.New("--batch and --clients must be ≥ 1, --duration within (0, 1h] and --rate ≥ 0")
+		if *batch < 1 || *clients < 1 || *duration <= 0 || *duration > time.Hour || *rate < 0 || *shape != "minimal" && *shape != "sdk" {
+			return errors.New("--batch and --clients must be ≥ 1, --duration within (0, 1h], --rate ≥ 0 and --shape minimal or sdk")
 		}
 		return httpLoad(ctx, env, httpLoadConfig{target: *target, apiKey: *apiKey, batch: *batch, clients: *clients, duration: *duration,
-			rate: *rate, accounts: *accounts, services: cfg.Catalogue.ServiceIDs()})
+			rate: *rate, accounts: *accounts, services: cfg.Catalogue.ServiceIDs(), sdk: *shape == "sdk", retries: *retries})
 	}
 	w := bufio.NewWriterSize(env.stdout, 1<<16)
 	if *out != "-" {

@@ -23,7 +23,24 @@ type httpLoadConfig struct {
 	rate     float64
 	accounts int
 	services []string
+	// sdk writes events as the official SDKs do (subject, datacontenttype, an extension, their
+	// attribute order) rather than in the minimal shape; retries is the share sent twice.
+	sdk     bool
+	retries float64
 }
+
+type loadEvent struct {
+	id      string
+	account int
+	service string
+	calls   int
+}
+
+// Usage event shapes --target sends: the id, time, account, service and calls go in this order.
+const (
+	minimalShape = `{"specversion":"1.0","id":%q,"source":"loadgen","type":"tally.usage.v1","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d}}`
+	sdkShape     = `{"specversion":"1.0","id":%q,"source":"//loadgen.example/eu-1","type":"tally.usage.v1","subject":"usage","datacontenttype":"application/json","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d},"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`
+)
 
 // httpLoad posts batches of fresh usage events to an ingest API for a while, from concurrent
 // clients, and reports accepted events per second and request latency. Bounded in time and
@@ -40,6 +57,10 @@ func httpLoad(ctx context.Context, env *environment, cfg httpLoadConfig) error {
 	transport := &http.Transport{MaxIdleConnsPerHost: clients}
 	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	contentType := "application/cloudevents-batch+json"
+	shape := minimalShape
+	if cfg.sdk {
+		shape = sdkShape
+	}
 	for c := range clients {
 		wg.Add(1)
 		go func() {
@@ -47,6 +68,7 @@ func httpLoad(ctx context.Context, env *environment, cfg httpLoadConfig) error {
 			r := rand.New(rand.NewPCG(uint64(c), uint64(start.UnixNano())))
 			var buf bytes.Buffer
 			var local []time.Duration
+			var ev loadEvent
 			// Each client sends one batch every interval, its slots staggered from the others'.
 			var interval time.Duration
 			if cfg.rate > 0 {
@@ -68,8 +90,10 @@ func httpLoad(ctx context.Context, env *environment, cfg httpLoadConfig) error {
 					if i > 0 {
 						buf.WriteByte(',')
 					}
-					fmt.Fprintf(&buf, `{"specversion":"1.0","id":"lt-%d-%d-%d-%d","source":"loadgen","type":"tally.usage.v1","time":%q,"data":{"account":"acct-%06d","service":%q,"calls":%d}}`,
-						start.UnixNano(), c, n, i, now, r.IntN(accounts), services[r.IntN(len(services))], 1+r.IntN(10))
+					if i == 0 || r.Float64() >= cfg.retries { // else a gateway's retry: the previous event again
+						ev = loadEvent{fmt.Sprintf("lt-%d-%d-%d-%d", start.UnixNano(), c, n, i), r.IntN(accounts), services[r.IntN(len(services))], 1 + r.IntN(10)}
+					}
+					fmt.Fprintf(&buf, shape, ev.id, now, ev.account, ev.service, ev.calls)
 				}
 				buf.WriteByte(']')
 				req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(buf.Bytes()))
