@@ -377,13 +377,17 @@ func (h *Handler) allowed(key *APIKey, u contract.Usage, received time.Time) err
 	return nil
 }
 
-// loopbackKey is who a loopback client is when no keys are configured: any account, no back-fill.
-var loopbackKey = APIKey{Name: "loopback"}
+// loopbackKey is who a loopback client is when no keys are configured: any account, no
+// back-fill, account terms too (the console of a single-machine setup).
+var loopbackKey = APIKey{Name: "loopback", Console: true}
+
+func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) { return authenticate(h.cfg.Keys, r) }
 
 // authenticate finds the request's key: its SHA-256 compared in constant time with every key's,
-// so neither timing nor an early exit tells how close a guess was.
-func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) {
-	if len(h.cfg.Keys) == 0 {
+// so neither timing nor an early exit tells how close a guess was. Without keys, loopback
+// clients are let in as loopbackKey.
+func authenticate(keys []APIKey, r *http.Request) (*APIKey, bool) {
+	if len(keys) == 0 {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		return &loopbackKey, err == nil && ip != nil && ip.IsLoopback()
@@ -395,15 +399,15 @@ func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) {
 	}
 	got := sha256.Sum256([]byte(auth[len(prefix):]))
 	match := -1
-	for i := range h.cfg.Keys {
-		if subtle.ConstantTimeCompare(got[:], h.cfg.Keys[i].Hash[:]) == 1 {
+	for i := range keys {
+		if subtle.ConstantTimeCompare(got[:], keys[i].Hash[:]) == 1 {
 			match = i
 		}
 	}
 	if match < 0 {
 		return nil, false
 	}
-	return &h.cfg.Keys[match], true
+	return &keys[match], true
 }
 
 func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {

@@ -17,6 +17,9 @@ type APIKey struct {
 	Accounts AccountScope
 	// Backfill lets the gateway report usage older than the handler's MaxEventAge.
 	Backfill bool
+	// Console lets the key change the terms of the accounts in its scope (activations, packs,
+	// contract prices) through the accounts API; a gateway's key has no need to.
+	Console bool
 }
 
 // AccountScope is a set of account ids: exact ids and prefixes (written "acme-*").
@@ -67,7 +70,8 @@ func ParseAccountScope(spec string) (AccountScope, error) {
 const minKeyLen = 16
 
 // ParseAPIKey reads one entry: NAME=KEY or NAME=sha256:HEX (the key's SHA-256, so the secret
-// need not be stored at all), then optionally ";accounts=a|b|prefix-*" and ";backfill".
+// need not be stored at all), then optionally ";accounts=a|b|prefix-*", ";backfill" and
+// ";console".
 func ParseAPIKey(entry string) (APIKey, error) {
 	fields := strings.Split(entry, ";")
 	name, secret, ok := strings.Cut(strings.TrimSpace(fields[0]), "=")
@@ -92,6 +96,8 @@ func ParseAPIKey(entry string) (APIKey, error) {
 		switch {
 		case f == "backfill":
 			k.Backfill = true
+		case f == "console":
+			k.Console = true
 		case strings.HasPrefix(f, "accounts="):
 			scope, err := ParseAccountScope(strings.TrimPrefix(f, "accounts="))
 			if err != nil {
@@ -99,7 +105,7 @@ func ParseAPIKey(entry string) (APIKey, error) {
 			}
 			k.Accounts = scope
 		default:
-			return APIKey{}, fmt.Errorf("key %q: %q is neither accounts=… nor backfill", name, f)
+			return APIKey{}, fmt.Errorf("key %q: %q is none of accounts=…, backfill, console", name, f)
 		}
 	}
 	return k, nil

@@ -153,21 +153,7 @@ func (r *Replayer) Line(raw []byte) error {
 	if u, recorded, ok := contract.DecodeLoggedUsage(raw, r.cfg.Catalogue); ok {
 		return r.applyUsage(u, recorded)
 	}
-	ev, err := cloudevent.Decode(raw)
-	if err != nil {
-		return r.reject(n, ev, err)
-	}
-	recorded := ev.RecordedAt
-	if recorded.IsZero() {
-		recorded = ev.Time
-	}
-	if recorded.IsZero() {
-		return r.reject(n, ev, errors.New("time is missing (and no recordedat): the event has no instant"))
-	}
-	if ev.Time.IsZero() {
-		ev.Time = recorded
-	}
-	in, err := DecodeInput(ev, recorded, r.cfg.Catalogue)
+	in, recorded, ev, err := DecodeLine(raw, r.cfg.Catalogue)
 	if err != nil {
 		return r.reject(n, ev, err)
 	}
@@ -178,6 +164,29 @@ func (r *Replayer) Line(raw []byte) error {
 	}
 	r.stats.Accepted++
 	return r.engine.Apply(in, r.clock)
+}
+
+// DecodeLine validates one line of a log as the billing core reads it: the input, the instant
+// it was recorded (its recordedat, else its time), and its envelope (for a rejection's id and
+// type). An error is the reason the line is refused. The accounts API runs what it is asked to
+// publish through this, so what it accepts billing applies.
+func DecodeLine(raw []byte, cat *Catalogue) (Input, time.Time, cloudevent.Event, error) {
+	ev, err := cloudevent.Decode(raw)
+	if err != nil {
+		return nil, time.Time{}, ev, err
+	}
+	recorded := ev.RecordedAt
+	if recorded.IsZero() {
+		recorded = ev.Time
+	}
+	if recorded.IsZero() {
+		return nil, time.Time{}, ev, errors.New("time is missing (and no recordedat): the event has no instant")
+	}
+	if ev.Time.IsZero() {
+		ev.Time = recorded
+	}
+	in, err := DecodeInput(ev, recorded, cat)
+	return in, recorded, ev, err
 }
 
 func (r *Replayer) reject(line int, ev cloudevent.Event, err error) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/settle"
 	"github.com/tally-billing/tally/settle/worker"
@@ -123,7 +124,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	default:
 	}
 
-	d := &demoDriver{ctx: ctx, clock: clock, loc: loc, brokers: kf.list(), accounts: topic("accounts"), out: out, rng: rand.New(rand.NewPCG(1, 2))}
+	d := &demoDriver{ctx: ctx, clock: clock, loc: loc, out: out, rng: rand.New(rand.NewPCG(1, 2))}
 	if err := d.script(m1, m2); err != nil {
 		return err
 	}
@@ -196,25 +197,51 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 }
 
 type demoDriver struct {
-	ctx      context.Context
-	clock    *virtualClock
-	loc      *time.Location
-	brokers  []string
-	accounts string
-	out      interface{ Write([]byte) (int, error) }
-	rng      *rand.Rand
-	sent     int
-	http     http.Client
+	ctx   context.Context
+	clock *virtualClock
+	loc   *time.Location
+	out   interface{ Write([]byte) (int, error) }
+	rng   *rand.Rand
+	sent  int
+	http  http.Client
 }
 
+// console changes an account's terms through the accounts API, as a platform's console would:
+// data's fields (its account aside) and the change's id; an activation takes effect at at, the
+// other changes when ingest receives them.
 func (d *demoDriver) console(typ, id string, at time.Time, data any) error {
-	raw, err := contract.Encode(contract.Event{ID: id, Source: "console", Type: typ, Time: at, Data: data})
+	raw, err := json.Marshal(data)
 	if err != nil {
 		return err
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: d.accounts, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll}
-	defer w.Close()
-	return w.WriteMessages(d.ctx, kafka.Message{Key: []byte(id), Value: raw, Time: at})
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return err
+	}
+	account, _ := fields["account"].(string)
+	delete(fields, "account")
+	fields["id"] = id
+	kind := map[string]string{contract.ActivatedType: "activations", contract.PackPurchasedType: "packs", contract.PriceOverrideType: "price-overrides"}[typ]
+	if typ == contract.ActivatedType {
+		fields["at"] = cloudevent.FormatTime(at)
+	}
+	body, _ := json.Marshal(fields)
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodPost, "http://127.0.0.1:18080/v1/accounts/"+account+"/"+kind, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		var p struct{ Detail string }
+		_ = json.NewDecoder(resp.Body).Decode(&p)
+		return fmt.Errorf("the accounts API answered %d to %s %s: %s", resp.StatusCode, kind, id, p.Detail)
+	}
+	return nil
 }
 
 // usage posts one batch of usage events through the ingest API, as a gateway would.

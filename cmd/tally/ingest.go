@@ -63,7 +63,19 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	r.admin.AddCheck("kafka writes", handler.Ready)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
-	log.Info("ingest publishing usage", "topic", *tf.usage, "brokers", *kf.brokers, "api_keys", len(keys))
+	acfg := producer.DefaultConfig(kf.list(), *tf.accounts)
+	acfg.BatchTimeout = time.Millisecond // a console's changes come one at a time
+	accountsWriter, err := producer.NewWriter(acfg)
+	if err != nil {
+		return err
+	}
+	defer accountsWriter.Close()
+	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: keys, PublishTimeout: *publishTimeout}, cfg.Catalogue, accountsWriter, log, env.clock())
+	if err != nil {
+		return err
+	}
+	accounts.Register(mux)
+	log.Info("ingest publishing usage and account changes", "topic", *tf.usage, "accounts_topic", *tf.accounts, "brokers", *kf.brokers, "api_keys", len(keys))
 	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second); err != nil {
 		return err
 	}
