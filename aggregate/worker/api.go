@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tally-billing/tally/contract"
+	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -55,6 +57,7 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/accounts/{account}/usage", a.usage)
 	mux.HandleFunc("GET /v1/accounts/{account}/status", a.status)
+	mux.HandleFunc("GET /v1/accounts/{account}/terms", a.terms)
 	return mux
 }
 
@@ -76,17 +79,10 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
 		return
 	}
-	totals, ready, closed := a.Worker.AccountUsage(account, p)
-	if !ready {
-		writeError(w, http.StatusServiceUnavailable, "no usage partitions assigned yet; retry shortly")
+	totals, err := a.monthTotals(r.Context(), account, p)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
-	}
-	if closed { // no running totals for it any more: the exact recount is the answer
-		var err error
-		if totals, err = recount(r.Context(), a.Usage, account, p); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
 	}
 	resp := UsageResponse{Account: account, Period: p.String(), Currency: a.Billing.Catalogue.Currency, Services: []ServiceUsage{}}
 	for _, svc := range a.Accounts.Services(account) {
@@ -107,6 +103,19 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// monthTotals are the account's calls of p by service: the running totals, or the exact recount
+// of usage_events for a month no longer open. An error means "not now" (503).
+func (a *API) monthTotals(ctx context.Context, account string, p contract.Period) (map[string]int64, error) {
+	totals, ready, closed := a.Worker.AccountUsage(account, p)
+	if !ready {
+		return nil, errors.New("no usage partitions assigned yet; retry shortly")
+	}
+	if closed { // no running totals for it any more: the exact recount is the answer
+		return recount(ctx, a.Usage, account, p)
+	}
+	return totals, nil
 }
 
 // serviceUsage prices the running total of (account, service, p) with settle.QuoteUsage. Without
@@ -146,6 +155,123 @@ func (a *API) serviceUsage(ctx context.Context, account, service string, p contr
 		u.FreeCallsLeft = a.Billing.Catalogue.FreeCallsPerMonth - q.Line.FreeCalls
 	}
 	return u, nil
+}
+
+// TermsResponse is the body of GET /v1/accounts/{account}/terms: what the accounts topic says
+// of the account, service by service, as billing reads it.
+type TermsResponse struct {
+	Account  string         `json:"account"`
+	AsOf     string         `json:"as_of"`
+	Services []ServiceTerms `json:"services"`
+}
+
+// ServiceTerms are one service's terms. PrepaidCallsLeft is what the packs have left usable this
+// month (the usage API's figure).
+type ServiceTerms struct {
+	Service          string          `json:"service"`
+	Activated        bool            `json:"activated"`
+	ActivatedAt      string          `json:"activated_at,omitempty"`
+	Packs            []PackTerms     `json:"packs"`
+	PrepaidCallsLeft int64           `json:"prepaid_calls_left"`
+	ContractPrices   []ContractPrice `json:"contract_prices"`
+}
+
+// PackTerms is a prepaid pack: State is "upcoming", "valid" or "expired" as of the answer.
+type PackTerms struct {
+	PackID     string `json:"pack_id"`
+	Calls      int64  `json:"calls"`
+	ValidFrom  string `json:"valid_from"`
+	ValidUntil string `json:"valid_until"`
+	State      string `json:"state"`
+}
+
+// ContractPrice is a price override: State is "scheduled", "in_effect" (the latest that has
+// begun) or "superseded".
+type ContractPrice struct {
+	EffectiveFrom string              `json:"effective_from"`
+	Tiers         []contract.TierData `json:"tiers"`
+	State         string              `json:"state"`
+}
+
+func (a *API) terms(w http.ResponseWriter, r *http.Request) {
+	account := r.PathValue("account")
+	if err := contract.ValidateAccount(account); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.Accounts.Loaded(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
+		return
+	}
+	now := a.Now()
+	p := contract.PeriodOf(now, a.Billing.Location)
+	var totals map[string]int64 // read only if a service has packs
+	resp := TermsResponse{Account: account, AsOf: cloudevent.FormatTime(now), Services: []ServiceTerms{}}
+	for _, svc := range a.Accounts.Services(account) {
+		st := termsOf(svc, a.Accounts.Terms(account, svc), now, p.Start(a.Billing.Location))
+		if len(st.Packs) > 0 {
+			var err error
+			if totals == nil {
+				if totals, err = a.monthTotals(r.Context(), account, p); err != nil {
+					writeError(w, http.StatusServiceUnavailable, err.Error())
+					return
+				}
+			}
+			u, err := a.serviceUsage(r.Context(), account, svc, p, totals[svc])
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			st.PrepaidCallsLeft = u.PrepaidCallsLeft
+		}
+		resp.Services = append(resp.Services, st)
+	}
+	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// termsOf lays out a service's terms (in log order, as Accounts.Terms gives them) as of now;
+// monthStart is the start of now's month, whose bill takes the contract price in effect then
+// (one that begins later in the month applies from the next).
+func termsOf(service string, inputs []settle.Input, now, monthStart time.Time) ServiceTerms {
+	st := ServiceTerms{Service: service, Packs: []PackTerms{}, ContractPrices: []ContractPrice{}}
+	inEffect := -1
+	var inEffectFrom time.Time
+	for _, in := range inputs {
+		switch in := in.(type) {
+		case settle.Activation:
+			st.Activated, st.ActivatedAt = true, cloudevent.FormatTime(in.At)
+		case settle.PackPurchase:
+			state := "valid"
+			switch {
+			case now.Before(in.ValidFrom):
+				state = "upcoming"
+			case !now.Before(in.ValidUntil):
+				state = "expired"
+			}
+			st.Packs = append(st.Packs, PackTerms{PackID: in.PackID, Calls: in.Calls, ValidFrom: cloudevent.FormatTime(in.ValidFrom),
+				ValidUntil: cloudevent.FormatTime(in.ValidUntil), State: state})
+		case settle.PriceOverride:
+			tiers := make([]contract.TierData, len(in.Tiers))
+			for i, t := range in.Tiers {
+				tiers[i] = contract.TierData{FromCalls: t.FromCalls, UnitPrice: t.UnitPrice.String()}
+			}
+			state := "scheduled"
+			if !in.EffectiveFrom.After(monthStart) {
+				state = "superseded"
+				// The engine's choice (overrideFor): the latest start, a later record winning a tie.
+				if inEffect < 0 || !in.EffectiveFrom.Before(inEffectFrom) {
+					inEffect, inEffectFrom = len(st.ContractPrices), in.EffectiveFrom
+				}
+			}
+			st.ContractPrices = append(st.ContractPrices, ContractPrice{EffectiveFrom: cloudevent.FormatTime(in.EffectiveFrom), Tiers: tiers, State: state})
+		}
+	}
+	if inEffect >= 0 {
+		st.ContractPrices[inEffect].State = "in_effect"
+	}
+	return st
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

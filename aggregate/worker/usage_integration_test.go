@@ -42,6 +42,10 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		return term(contract.PackPurchasedType, map[string]any{"account": acct, "service": "vehicle-recognition", "pack_id": id,
 			"calls": calls, "valid_from": from, "valid_until": until})
 	}
+	price := func(from, unit string) kafka.Message { // contract prices of a service without calls: the usage answers stay as they are
+		return term(contract.PriceOverrideType, map[string]any{"account": acct, "service": "smart-cropping", "effective_from": from,
+			"tiers": []map[string]any{{"from_calls": 0, "unit_price": unit}}})
+	}
 	testinfra.Produce(t, e.brokers, accountsTopic, []kafka.Message{
 		term(contract.ActivatedType, map[string]any{"account": acct, "service": "vehicle-recognition"}),
 		term(contract.ActivatedType, map[string]any{"account": acct, "service": "image-tagging"}),
@@ -49,6 +53,10 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		pack("p2", 40_000, "2026-10-10T00:00:00+08:00", "2026-12-01T00:00:00+08:00"),
 		pack("p3", 1_000, "2026-10-28T00:00:00+08:00", "2026-11-30T00:00:00+08:00"),
 		pack("p1", 99_000, "2026-09-20T00:00:00+08:00", "2026-12-15T00:00:00+08:00"), // a pack_id counts once
+		price("2026-09-01T00:00:00+08:00", "1.5"),
+		price("2026-10-01T00:00:00+08:00", "1.2"),
+		price("2026-10-15T00:00:00+08:00", "1.1"), // mid-month: November's bill on
+		price("2026-11-01T00:00:00+08:00", "0.9"),
 	})
 	var usage []kafka.Message
 	for i, u := range []struct {
@@ -124,6 +132,20 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	}
 	if code != http.StatusOK || fmt.Sprint(oct.Services) != fmt.Sprint(want) {
 		t.Fatalf("October: %d\n got %+v\nwant %+v", code, oct.Services, want)
+	}
+	// GET terms: the packs as of the 26th, what they have left this month, the contract prices
+	// billing takes for October (the latest begun by October 1) and those scheduled.
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/accounts/"+acct+"/terms", nil))
+	var terms worker.TermsResponse
+	_ = json.Unmarshal(rec.Body.Bytes(), &terms)
+	wantTerms := `[{image-tagging true 2026-09-01T00:00:00+08:00 [] 0 []} ` +
+		`{smart-cropping false  [] 0 [{2026-09-01T00:00:00+08:00 [{0 1.5}] superseded} {2026-10-01T00:00:00+08:00 [{0 1.2}] in_effect} ` +
+		`{2026-10-15T00:00:00+08:00 [{0 1.1}] scheduled} {2026-11-01T00:00:00+08:00 [{0 0.9}] scheduled}]} ` +
+		`{vehicle-recognition true 2026-09-01T00:00:00+08:00 [{p1 25000 2026-09-20T00:00:00+08:00 2026-10-15T00:00:00+08:00 expired} ` +
+		`{p2 40000 2026-10-10T00:00:00+08:00 2026-12-01T00:00:00+08:00 valid} {p3 1000 2026-10-28T00:00:00+08:00 2026-11-30T00:00:00+08:00 upcoming}] 1000 []}]`
+	if rec.Code != http.StatusOK || fmt.Sprint(terms.Services) != wantTerms {
+		t.Fatalf("terms: %d\n got %v\nwant %s", rec.Code, terms.Services, wantTerms)
 	}
 	if totals, _, closed := w.AccountUsage(acct, contract.Period{Year: 2026, Month: 9}); !closed || len(totals) != 0 {
 		t.Fatalf("September: running totals %v kept (closed %t)", totals, closed)
