@@ -155,6 +155,10 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	if err := printUsage(ctx, out, "http://127.0.0.1:18081", []string{"acme", "globex", "initech", "umbrella"}, m1); err != nil {
 		return err
 	}
+	fmt.Fprintf(out, "\nOne account as an operator sees it (tally accounts show --account initech --period %s --query-url http://127.0.0.1:18081)\n\n", m1)
+	if err := showAccount(ctx, out, &http.Client{Timeout: 10 * time.Second}, "http://127.0.0.1:18081", "initech", m1.String(), false); err != nil {
+		return err
+	}
 
 	// The same log, replayed offline, must give the same events.
 	chcfg.Database = db
