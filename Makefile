@@ -11,7 +11,7 @@ export TALLY_TEST_CLICKHOUSE_ADDR  ?= 127.0.0.1:9000
 export TALLY_TEST_CLICKHOUSE_HTTP  ?= 127.0.0.1:8123
 GOTESTFLAGS ?=
 
-.PHONY: help build up down status lint test test-unit bench demo chaos clean
+.PHONY: help build up down status lint browser test test-unit bench demo chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +41,10 @@ lint: ## go vet, staticcheck (pinned), a gofmt check, and promtool on the alerti
 	$(GO) run $(PROMTOOL) check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && $(GO) run $(PROMTOOL) test rules alerts_test.yml
 
-test: up lint ## start services if needed, vet, and run every test (unit + integration) with -race
+browser: ## install Debian's Chromium (pinned, with apt, as root) for the account page's browser test
+	deploy/local/chromium.sh
+
+test: up browser lint ## start services if needed, vet, and run every test (unit + integration) with -race
 	$(GO) test -race -shuffle=on -timeout 30m $(GOTESTFLAGS) ./...
 
 test-unit: ## tests that need no services (integration tests skipped)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -58,6 +59,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/accounts/{account}/usage", a.usage)
 	mux.HandleFunc("GET /v1/accounts/{account}/status", a.status)
 	mux.HandleFunc("GET /v1/accounts/{account}/terms", a.terms)
+	mux.HandleFunc("GET /accounts/{account}", a.page)
 	return mux
 }
 
@@ -75,14 +77,26 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := a.Accounts.Loaded(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
-		return
-	}
-	totals, err := a.monthTotals(r.Context(), account, p)
+	resp, err := a.accountUsage(r.Context(), account, p)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// errNotLoaded: the accounts topic is still being read from its start.
+var errNotLoaded = errors.New("account terms (activations, packs, contract prices) not loaded yet")
+
+// accountUsage is the usage answer of (account, p); an error means "not now" (503).
+func (a *API) accountUsage(ctx context.Context, account string, p contract.Period) (UsageResponse, error) {
+	if err := a.Accounts.Loaded(ctx); err != nil {
+		return UsageResponse{}, fmt.Errorf("%w (%v); retry shortly", errNotLoaded, err)
+	}
+	totals, err := a.monthTotals(ctx, account, p)
+	if err != nil {
+		return UsageResponse{}, err
 	}
 	resp := UsageResponse{Account: account, Period: p.String(), Currency: a.Billing.Catalogue.Currency, Services: []ServiceUsage{}}
 	for _, svc := range a.Accounts.Services(account) {
@@ -91,18 +105,16 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for svc, calls := range totals {
-		u, err := a.serviceUsage(r.Context(), account, svc, p, calls)
+		u, err := a.serviceUsage(ctx, account, svc, p, calls)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
+			return UsageResponse{}, err
 		}
 		if u.Calls > 0 || u.PrepaidCallsLeft > 0 {
 			resp.Services = append(resp.Services, u)
 		}
 	}
 	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	return resp, nil
 }
 
 // monthTotals are the account's calls of p by service: the running totals, or the exact recount
@@ -199,9 +211,19 @@ func (a *API) terms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := a.Accounts.Loaded(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "account terms (activations, packs, contract prices) not loaded yet ("+err.Error()+"); retry shortly")
+	resp, err := a.accountTerms(r.Context(), account)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// accountTerms is the terms answer of account as of now; an error means "not now" (503).
+func (a *API) accountTerms(ctx context.Context, account string) (TermsResponse, error) {
+	if err := a.Accounts.Loaded(ctx); err != nil {
+		return TermsResponse{}, fmt.Errorf("%w (%v); retry shortly", errNotLoaded, err)
 	}
 	now := a.Now()
 	p := contract.PeriodOf(now, a.Billing.Location)
@@ -212,23 +234,20 @@ func (a *API) terms(w http.ResponseWriter, r *http.Request) {
 		if len(st.Packs) > 0 {
 			var err error
 			if totals == nil {
-				if totals, err = a.monthTotals(r.Context(), account, p); err != nil {
-					writeError(w, http.StatusServiceUnavailable, err.Error())
-					return
+				if totals, err = a.monthTotals(ctx, account, p); err != nil {
+					return TermsResponse{}, err
 				}
 			}
-			u, err := a.serviceUsage(r.Context(), account, svc, p, totals[svc])
+			u, err := a.serviceUsage(ctx, account, svc, p, totals[svc])
 			if err != nil {
-				writeError(w, http.StatusServiceUnavailable, err.Error())
-				return
+				return TermsResponse{}, err
 			}
 			st.PrepaidCallsLeft = u.PrepaidCallsLeft
 		}
 		resp.Services = append(resp.Services, st)
 	}
 	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	return resp, nil
 }
 
 // termsOf lays out a service's terms (in log order, as Accounts.Terms gives them) as of now;

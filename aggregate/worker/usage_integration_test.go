@@ -147,6 +147,17 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	if rec.Code != http.StatusOK || fmt.Sprint(terms.Services) != wantTerms {
 		t.Fatalf("terms: %d\n got %v\nwant %s", rec.Code, terms.Services, wantTerms)
 	}
+	// The account page, rendered by a real browser: a bar per service, the total so far, the terms.
+	checkAccountPage(t, api, acct, []string{
+		`<h1 id="account">acme</h1>`,
+		`data-service="image-tagging" data-calls="1000000"`,
+		`data-service="vehicle-recognition" data-calls="71000"`,
+		`aria-label="71000 calls: 10000 free, 55000 prepaid, 6000 billed"`,
+		`title="tier 2 from 1,000,000"`,
+		`<span id="total">2196.00</span> CNY`,
+		`<td>pack p2</td><td>40000 calls, 2026-10-10T00:00:00+08:00 – 2026-12-01T00:00:00+08:00</td><td>valid</td>`,
+		`≥0: 1.2</td><td>in_effect</td>`,
+	})
 	if totals, _, closed := w.AccountUsage(acct, contract.Period{Year: 2026, Month: 9}); !closed || len(totals) != 0 {
 		t.Fatalf("September: running totals %v kept (closed %t)", totals, closed)
 	}
