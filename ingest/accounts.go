@@ -20,7 +20,7 @@ import (
 // AccountsConfig configures the accounts API.
 type AccountsConfig struct {
 	// Keys as for usage; a key needs Console to change terms. None: loopback clients only.
-	Keys []APIKey
+	Keys *Keyring
 	// PublishTimeout bounds the wait for Kafka's acknowledgement.
 	PublishTimeout time.Duration
 }
@@ -78,7 +78,7 @@ type Accepted struct {
 }
 
 func (a *AccountsAPI) change(w http.ResponseWriter, r *http.Request, kind string) {
-	key, ok := authenticate(a.cfg.Keys, r)
+	key, ok := a.cfg.Keys.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
 		problem(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")

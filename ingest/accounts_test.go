@@ -22,15 +22,7 @@ import (
 
 func newAccountsAPI(t testing.TB, pub ingest.Publisher, entries ...string) http.Handler {
 	t.Helper()
-	var keys []ingest.APIKey
-	for _, e := range entries {
-		k, err := ingest.ParseAPIKey(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k)
-	}
-	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: keys, PublishTimeout: time.Second}, settle.DefaultCatalogue(), pub,
+	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: keyring(t, entries...), PublishTimeout: time.Second}, settle.DefaultCatalogue(), pub,
 		slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return clock })
 	if err != nil {
 		t.Fatal(err)

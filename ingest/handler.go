@@ -8,15 +8,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -48,9 +45,10 @@ type HandlerConfig struct {
 	// MaxBodyBytes bounds a request body; MaxBatch the events of one batch.
 	MaxBodyBytes int64
 	MaxBatch     int
-	// Keys are the gateways' bearer keys and what each may report. None: only loopback clients
-	// may send, for any account.
-	Keys []APIKey
+	// Keys are the gateways' bearer keys and what each may report (shared with the accounts
+	// API, replaceable while serving). Nil or none: only loopback clients may send, for any
+	// account.
+	Keys *Keyring
 	// MaxEventAge is how far before the receiving clock a call may have happened, unless the
 	// key may back-fill: older usage would re-price months long settled (default 35 days, the
 	// usage topic's retention; negative: no limit).
@@ -84,13 +82,6 @@ func (c HandlerConfig) Validate() error {
 	}
 	if c.RetryAfter < 0 {
 		errs = append(errs, errors.New("ingest: retry-after must not be negative (0: the default)"))
-	}
-	names := map[string]bool{}
-	for _, k := range c.Keys {
-		if k.Name == "" || names[k.Name] {
-			errs = append(errs, fmt.Errorf("ingest: API key names must be set and distinct (%q)", k.Name))
-		}
-		names[k.Name] = true
 	}
 	return errors.Join(errs...)
 }
@@ -126,7 +117,7 @@ func NewHandler(cfg HandlerConfig, services contract.ServiceChecker, pub Publish
 	if cfg.MaxEventAge == 0 {
 		h.cfg.MaxEventAge = 35 * 24 * time.Hour
 	}
-	if len(cfg.Keys) == 0 {
+	if cfg.Keys.Len() == 0 {
 		log.Warn("no API keys configured: ingest accepts events only from loopback clients")
 	}
 	return h, nil
@@ -377,38 +368,7 @@ func (h *Handler) allowed(key *APIKey, u contract.Usage, received time.Time) err
 	return nil
 }
 
-// loopbackKey is who a loopback client is when no keys are configured: any account, no
-// back-fill, account terms too (the console of a single-machine setup).
-var loopbackKey = APIKey{Name: "loopback", Console: true}
-
-func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) { return authenticate(h.cfg.Keys, r) }
-
-// authenticate finds the request's key: its SHA-256 compared in constant time with every key's,
-// so neither timing nor an early exit tells how close a guess was. Without keys, loopback
-// clients are let in as loopbackKey.
-func authenticate(keys []APIKey, r *http.Request) (*APIKey, bool) {
-	if len(keys) == 0 {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		ip := net.ParseIP(host)
-		return &loopbackKey, err == nil && ip != nil && ip.IsLoopback()
-	}
-	const prefix = "Bearer "
-	auth := r.Header.Get("Authorization")
-	if len(auth) <= len(prefix) || auth[:len(prefix)] != prefix {
-		return nil, false
-	}
-	got := sha256.Sum256([]byte(auth[len(prefix):]))
-	match := -1
-	for i := range keys {
-		if subtle.ConstantTimeCompare(got[:], keys[i].Hash[:]) == 1 {
-			match = i
-		}
-	}
-	if match < 0 {
-		return nil, false
-	}
-	return &keys[match], true
-}
+func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) { return h.cfg.Keys.authenticate(r) }
 
 func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {
 	h.metrics.Failed.WithLabelValues(http.StatusText(status)).Inc()

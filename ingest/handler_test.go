@@ -36,8 +36,8 @@ func usageJSON(id, account, service string, calls int) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":%q,"service":%q,"calls":%d}}`, id, account, service, calls)
 }
 
-// newHandler serves with the given key entries (ingest.ParseAPIKey's form; none: loopback only).
-func newHandler(t testing.TB, pub ingest.Publisher, entries ...string) *ingest.Handler {
+// keyring holds the key entries (ingest.ParseAPIKey's form).
+func keyring(t testing.TB, entries ...string) *ingest.Keyring {
 	t.Helper()
 	var keys []ingest.APIKey
 	for _, e := range entries {
@@ -47,7 +47,17 @@ func newHandler(t testing.TB, pub ingest.Publisher, entries ...string) *ingest.H
 		}
 		keys = append(keys, k)
 	}
-	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: keys, PublishTimeout: 5 * time.Second},
+	ring, err := ingest.NewKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
+}
+
+// newHandler serves with the given key entries (ingest.ParseAPIKey's form; none: loopback only).
+func newHandler(t testing.TB, pub ingest.Publisher, entries ...string) *ingest.Handler {
+	t.Helper()
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: keyring(t, entries...), PublishTimeout: 5 * time.Second},
 		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
 	if err != nil {
 		t.Fatal(err)
@@ -501,5 +511,40 @@ func TestAClientGoingAwayDoesNotTripTheBreaker(t *testing.T) {
 	close(pub.block)
 	if code := send(context.Background()); code != http.StatusOK {
 		t.Fatalf("the next request: %d", code)
+	}
+}
+
+// Keys are replaced while serving (the role re-reads its key file on SIGHUP): a revoked key is
+// refused from the next request on, a new one accepted; a set that would drop every key, or
+// has two keys of one name, is refused and the keys held stay.
+func TestKeysAreReplacedWhileServing(t *testing.T) {
+	ring := keyring(t, "old=old-key-0123456789")
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: ring, PublishTimeout: 5 * time.Second},
+		settle.DefaultCatalogue(), &memPublisher{}, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(prometheus.NewRegistry()), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(key string) int {
+		code, _ := post(h, "application/cloudevents+json", usageJSON("e1", "acme", "image-tagging", 1), "Authorization", "Bearer "+key)
+		return code
+	}
+	if send("old-key-0123456789") != http.StatusOK || send("new-key-0123456789") != http.StatusUnauthorized {
+		t.Fatal("before the replacement")
+	}
+	newKey, _ := ingest.ParseAPIKey("new=new-key-0123456789")
+	if err := ring.Replace([]ingest.APIKey{newKey}); err != nil {
+		t.Fatal(err)
+	}
+	if send("old-key-0123456789") != http.StatusUnauthorized || send("new-key-0123456789") != http.StatusOK {
+		t.Fatal("after the replacement: the old key still works or the new one does not")
+	}
+	if err := ring.Replace(nil); err == nil {
+		t.Fatal("an empty key set replaced the keys (loopback-only by accident)")
+	}
+	if err := ring.Replace([]ingest.APIKey{newKey, newKey}); err == nil {
+		t.Fatal("two keys of one name were taken")
+	}
+	if send("new-key-0123456789") != http.StatusOK || ring.Len() != 1 {
+		t.Fatal("a refused replacement changed the keys held")
 	}
 }

@@ -2,10 +2,14 @@ package ingest
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
 )
 
 // APIKey is a gateway's credential and what it may report. Only the key's SHA-256 is kept: a
@@ -120,4 +124,89 @@ func redact(s string) string {
 		return s[:4] + "…"
 	}
 	return "…"
+}
+
+// Keyring is the set of API keys the ingest and accounts APIs check, replaceable while they
+// serve (the ingest role re-reads its key file on SIGHUP), so a key is added or revoked
+// without a restart. A nil or empty Keyring lets loopback clients in, and only them.
+type Keyring struct {
+	keys atomic.Pointer[[]APIKey]
+}
+
+// NewKeyring holds keys (none: loopback clients only).
+func NewKeyring(keys []APIKey) (*Keyring, error) {
+	k := &Keyring{}
+	if err := checkKeys(keys); err != nil {
+		return nil, err
+	}
+	k.keys.Store(&keys)
+	return k, nil
+}
+
+// Replace swaps in a new set of keys for the requests that come next. It refuses a set with
+// clashing names, and an empty one while keys are held (that would turn a key-checked API into a
+// loopback-only one by accident: an emptied key file, say); the keys held stay then.
+func (k *Keyring) Replace(keys []APIKey) error {
+	if err := checkKeys(keys); err != nil {
+		return err
+	}
+	if len(keys) == 0 && k.Len() > 0 {
+		return errors.New("the new key set is empty: refusing to drop every key (restart without --api-keys for loopback-only)")
+	}
+	k.keys.Store(&keys)
+	return nil
+}
+
+// Len is how many keys are held.
+func (k *Keyring) Len() int {
+	if k == nil {
+		return 0
+	}
+	return len(*k.keys.Load())
+}
+
+func checkKeys(keys []APIKey) error {
+	names := map[string]bool{}
+	for _, key := range keys {
+		if key.Name == "" || names[key.Name] {
+			return fmt.Errorf("API key names must be set and distinct (%q)", key.Name)
+		}
+		names[key.Name] = true
+	}
+	return nil
+}
+
+// loopbackKey is who a loopback client is when no keys are configured: any account, no
+// back-fill, account terms too (the console of a single-machine setup).
+var loopbackKey = APIKey{Name: "loopback", Console: true}
+
+// authenticate finds the request's key: its SHA-256 compared in constant time with every key's,
+// so neither timing nor an early exit tells how close a guess was. Without keys, loopback
+// clients are let in as loopbackKey.
+func (k *Keyring) authenticate(r *http.Request) (*APIKey, bool) {
+	var keys []APIKey
+	if k != nil {
+		keys = *k.keys.Load()
+	}
+	if len(keys) == 0 {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		return &loopbackKey, err == nil && ip != nil && ip.IsLoopback()
+	}
+	const prefix = "Bearer "
+	auth := r.Header.Get("Authorization")
+	if len(auth) <= len(prefix) || auth[:len(prefix)] != prefix {
+		return nil, false
+	}
+	got := sha256.Sum256([]byte(auth[len(prefix):]))
+	match := -1
+	for i := range keys {
+		if subtle.ConstantTimeCompare(got[:], keys[i].Hash[:]) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return nil, false
+	}
+	return &keys[match], true
 }

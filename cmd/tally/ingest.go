@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tally-billing/tally/ingest"
@@ -42,6 +45,10 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	ring, err := ingest.NewKeyring(keys)
+	if err != nil {
+		return fmt.Errorf("--api-keys: %w", err)
+	}
 	pcfg := producer.DefaultConfig(kf.list(), *tf.usage)
 	pcfg.BatchTimeout, pcfg.Compression = *batchTimeout, *compression
 	writer, err := producer.NewWriter(pcfg)
@@ -55,7 +62,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	log := r.log
-	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, Keys: keys, MaxEventAge: *maxAge, PublishTimeout: *publishTimeout,
+	handler, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: *maxBody, MaxBatch: *maxBatch, Keys: ring, MaxEventAge: *maxAge, PublishTimeout: *publishTimeout,
 		MaxInFlight: *maxInFlight, RetryAfter: *retryAfter, BodyTimeout: *bodyTimeout}, cfg.Catalogue, writer, log, ingest.NewMetrics(r.registry), env.clock())
 	if err != nil {
 		return err
@@ -70,16 +77,48 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer accountsWriter.Close()
-	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: keys, PublishTimeout: *publishTimeout}, cfg.Catalogue, accountsWriter, log, env.clock())
+	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: ring, PublishTimeout: *publishTimeout}, cfg.Catalogue, accountsWriter, log, env.clock())
 	if err != nil {
 		return err
 	}
 	accounts.Register(mux)
+	if strings.HasPrefix(*apiKeys, "@") {
+		go reloadKeysOnHUP(ctx, *apiKeys, ring, log)
+	}
 	log.Info("ingest publishing usage and account changes", "topic", *tf.usage, "accounts_topic", *tf.accounts, "brokers", *kf.brokers, "api_keys", len(keys))
 	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second); err != nil {
 		return err
 	}
 	return r.wait()
+}
+
+// reloadKeysOnHUP re-reads the key file on each SIGHUP until ctx ends: a key is added or revoked
+// without dropping a connection. A file that does not parse, or would leave no key, is refused
+// and the keys held stay (logged as an error).
+func reloadKeysOnHUP(ctx context.Context, spec string, ring *ingest.Keyring, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := reloadKeys(spec, ring); err != nil {
+				log.Error("ingest: API keys not reloaded; the keys held before stay in force", "file", strings.TrimPrefix(spec, "@"), "err", err)
+				continue
+			}
+			log.Info("ingest: API keys reloaded", "file", strings.TrimPrefix(spec, "@"), "keys", ring.Len())
+		}
+	}
+}
+
+func reloadKeys(spec string, ring *ingest.Keyring) error {
+	keys, err := parseAPIKeys(spec)
+	if err != nil {
+		return err
+	}
+	return ring.Replace(keys)
 }
 
 // parseAPIKeys reads key entries (ingest.ParseAPIKey), comma separated or one per line in @FILE
