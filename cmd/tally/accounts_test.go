@@ -41,7 +41,8 @@ func tally(t *testing.T, args ...string) (int, string, string) {
 // reason, and show lays out what the query API says.
 func TestAccountsCommand(t *testing.T) {
 	pub := &capture{}
-	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{PublishTimeout: time.Second}, settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	at := time.Date(2026, 10, 6, 9, 0, 0, 0, time.UTC) // one instant for every request: the same change must be the same bytes
+	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{PublishTimeout: time.Second}, settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return at })
 	if err != nil {
 		t.Fatal(err)
 	}
