@@ -54,8 +54,8 @@ chaos: up ## the fault-injection tests alone, verbose: roles SIGKILLed, a test b
 	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesServiceRestarts|TestSettleWorkerSurvivesSIGKILL|TestAggregateSurvivesSIGKILL|TestFollowRidesOutABrokerRestart|TestPingTellsWhenTheBrokerIsDown|TestSinkRidesOutAClickHouseRestart' \
 		./settle/worker ./aggregate/worker ./internal/kafkax ./ingest/sink
 
-bench: ## run the Go benchmarks (see BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: up ## micro-benchmarks, the pipeline under load (batches of 100, 1000, 1) and a settled month: one table, appended to BENCHMARKS.md
+	deploy/bench/bench.sh
 
 clean: ## remove build output (not the caches, not .state)
 	rm -rf bin
