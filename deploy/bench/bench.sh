@@ -101,13 +101,20 @@ for batch in $batches; do
   verdict=flat
   if ((${#sink_lags[@]} >= 2)) && ((sink_lags[-1] > sink_lags[0] + 100000)); then verdict=GROWING; fi
   wait "$load"
+  # The roles' work for this load ends when they caught up: count their CPU until then, and let
+  # no backlog spill into the next measurement.
+  drained=0
+  while (($(lag 19202 tally_sink_consumer_lag) > 1000 || $(lag 19203 tally_aggregate_consumer_lag) > 1000)) && ((drained < 900)); do
+    sleep 2
+    drained=$((drained + 2))
+  done
   i1=$(ticks "$ingest_pid"); s1=$(ticks "$sink_pid"); a1=$(ticks "$aggregate_pid")
   line=$(tail -1 "$work/load.txt")
   accepted=$(sed -E 's/.*accepted=([0-9]+).*/\1/' <<<"$line")
   rate=$(sed -E 's/.*\(([0-9]+) events\/s\).*/\1/' <<<"$line")
   perm() { awk -v d="$1" -v n="$accepted" -v hz="$hz" 'BEGIN{ if (n > 0) printf "%.1f", d/hz/(n/1e6); else print "-" }'; }
   row "pipeline, batches of $batch, $c clients, ${duration}s" \
-    "**$rate events/s** accepted ($accepted); sink/aggregate lag every 10 s: ${lags[*]} ($verdict); CPU-s per million events: ingest $(perm $((i1 - i0))), sink $(perm $((s1 - s0))), aggregate $(perm $((a1 - a0))); freshness so far p50 $(quantile 19203 tally_aggregate_freshness_seconds 0.5), p99 $(quantile 19203 tally_aggregate_freshness_seconds 0.99)" \
+    "**$rate events/s** accepted ($accepted); sink/aggregate lag every 10 s: ${lags[*]} ($verdict), caught up ${drained} s after the load stopped; CPU-s per million events (until caught up): ingest $(perm $((i1 - i0))), sink $(perm $((s1 - s0))), aggregate $(perm $((a1 - a0))); freshness (all runs so far) p50 $(quantile 19203 tally_aggregate_freshness_seconds 0.5), p99 $(quantile 19203 tally_aggregate_freshness_seconds 0.99)" \
     "bin/tally loadgen --target http://127.0.0.1:8080/v1/events --batch $batch --clients $c --duration ${duration}s --shape sdk --retries 0.01 (ingest, sink, aggregate running)"
 done
 row "peak RSS per role over the runs" "ingest $(hwm "$ingest_pid") MiB, sink $(hwm "$sink_pid") MiB, aggregate $(hwm "$aggregate_pid") MiB" "VmHWM in /proc/PID/status"
