@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
@@ -23,6 +26,8 @@ type AccountsConfig struct {
 	Keys *Keyring
 	// PublishTimeout bounds the wait for Kafka's acknowledgement.
 	PublishTimeout time.Duration
+	// Registry, when set, gets the API's metrics.
+	Registry prometheus.Registerer
 }
 
 // AccountsAPI is the console's way to change an account's terms: activate a service, sell a
@@ -37,6 +42,7 @@ type AccountsAPI struct {
 	pub       Publisher
 	log       *slog.Logger
 	now       func() time.Time
+	answers   *prometheus.CounterVec
 }
 
 // NewAccountsAPI builds the API; pub writes to the accounts topic.
@@ -44,7 +50,14 @@ func NewAccountsAPI(cfg AccountsConfig, catalogue *settle.Catalogue, pub Publish
 	if cfg.PublishTimeout <= 0 {
 		return nil, errors.New("accounts API: the publish timeout must be positive")
 	}
-	return &AccountsAPI{cfg: cfg, catalogue: catalogue, pub: pub, log: log, now: now}, nil
+	answers := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_accounts_api_requests_total",
+		Help: "Account changes asked for, by kind and HTTP status of the answer (201: on the accounts topic)."}, []string{"kind", "status"})
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(answers); err != nil {
+			return nil, err
+		}
+	}
+	return &AccountsAPI{cfg: cfg, catalogue: catalogue, pub: pub, log: log, now: now, answers: answers}, nil
 }
 
 // accountChanges are the kinds of change, by the last segment of their path: the event type,
@@ -62,7 +75,11 @@ var accountChanges = map[string]struct {
 // Register mounts the API's routes on mux.
 func (a *AccountsAPI) Register(mux *http.ServeMux) {
 	for kind := range accountChanges {
-		mux.HandleFunc("POST /v1/accounts/{account}/"+kind, func(w http.ResponseWriter, r *http.Request) { a.change(w, r, kind) })
+		mux.HandleFunc("POST /v1/accounts/{account}/"+kind, func(w http.ResponseWriter, r *http.Request) {
+			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			a.change(sw, r, kind)
+			a.answers.WithLabelValues(kind, strconv.Itoa(sw.status)).Inc()
+		})
 	}
 }
 
@@ -171,6 +188,17 @@ func (a *AccountsAPI) event(typ, atField, account string, body []byte, now time.
 
 // bodyReason words billing's reason for the request: the body's fields are the event's data.
 func bodyReason(reason string) string { return strings.ReplaceAll(reason, "data.", "") }
+
+// statusWriter remembers the status of an answer, for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
 
 // Problem is an RFC 9457 problem details object, the body of every refusal.
 type Problem struct {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-billing/tally/contract"
@@ -188,7 +189,14 @@ func TestAccountsAPIAcceptsExactlyWhatBillingApplies(t *testing.T) {
 // no key or a wrong one gets 401; a bad account in the path 400.
 func TestAccountsAPIKeysAndScopes(t *testing.T) {
 	pub := &memPublisher{}
-	h := newAccountsAPI(t, pub, "console=console-key-0123456789;console;accounts=acme|shop-*", "gw=gateway-key-0123456789")
+	reg := prometheus.NewRegistry()
+	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: keyring(t, "console=console-key-0123456789;console;accounts=acme|shop-*", "gw=gateway-key-0123456789"),
+		PublishTimeout: time.Second, Registry: reg}, settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.NewServeMux()
+	api.Register(h)
 	body := `{"id":"a-1","service":"image-tagging"}`
 	cases := []struct {
 		account, key string
@@ -219,6 +227,29 @@ func TestAccountsAPIKeysAndScopes(t *testing.T) {
 	}
 	if code, detail := change(h, "acme", "packs", `{"id":"p","account":"globex"}`, "Authorization", "Bearer console-key-0123456789"); code != http.StatusBadRequest || !strings.Contains(detail, "path") {
 		t.Errorf("an account in the body: %d %s", code, detail)
+	}
+	// Every answer is counted by kind and status.
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += l.GetName() + "=" + l.GetValue() + " "
+			}
+			got[f.GetName()+" "+labels] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"tally_accounts_api_requests_total kind=activations status=201 ": 2, "tally_accounts_api_requests_total kind=activations status=403 ": 2,
+		"tally_accounts_api_requests_total kind=activations status=401 ": 2, "tally_accounts_api_requests_total kind=activations status=400 ": 2,
+		"tally_accounts_api_requests_total kind=packs status=400 ": 1,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("metrics %v; want %v", got, want)
 	}
 }
 

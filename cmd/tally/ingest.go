@@ -77,7 +77,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer accountsWriter.Close()
-	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: ring, PublishTimeout: *publishTimeout}, cfg.Catalogue, accountsWriter, log, env.clock())
+	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: ring, PublishTimeout: *publishTimeout, Registry: r.registry}, cfg.Catalogue, accountsWriter, log, env.clock())
 	if err != nil {
 		return err
 	}
