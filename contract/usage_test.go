@@ -185,6 +185,7 @@ var producerShapes = []string{
 	`{"specversion":"1.0","id":"caf\u00e9-\ud83d\ude00-\"q\"","source":"gw","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","dataschema":"https://example.com/usage.json","sequence":42,"sampled":true,"ratio":0.5,"nothing":null,"data":{"account":"acme","service":"image-tagging"}}`,
 	`{"specversion":"1.0","id":"ü-ß","source":"Zürich","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","datacontenttype":"application/cloudevents+json","data":{"account":"acme","service":"image-tagging"}}`,
 	`{"specversion":"1.0","id":"e12","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","tags":["a",{"b":null}],"trace_id":"x","data":{"account":"acme","service":"image-tagging"}}`,
+	`{"specversion":"1.0","id":"e14","type":"tally.usage.v1","time":"2026-10-05T1:00:00,5+24:00","data":{"account":"acme","service":"image-tagging"}}`,
 	`{"specversion":"1.0","id":"e13","type":"tally.usage.v1","time":"2026-10-05T12:00:00Z","subject":7,"data":{"account":"acme","service":"image-tagging"}}`,
 	`{"specversion":"1.0","id":"e3","source":"gw","type":"tally.usage.v1","Subject":"acme","time":"2026-10-05T12:00:00Z","data":{"account":"acme","service":"image-tagging"}}`,
 	`{"specversion":"1.0","id":"e4","source":"gw","type":"tally.usage.v1","ID":"e5","time":"2026-10-05T12:00:00Z","data":{"account":"acme","service":"image-tagging"}}`,

@@ -73,3 +73,18 @@ func TestNamesAreCaseSensitive(t *testing.T) {
 		t.Errorf("data: %v; want %q", err, want)
 	}
 }
+
+// Times are RFC 3339 exactly: what Go's parser takes beyond it is refused too.
+func TestParseTimeIsStrictRFC3339(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"2026-10-01T00:00:00Z": true, "2026-10-01T00:00:00+08:00": true, "2026-10-01T00:00:00.123456789-05:30": true,
+		"2026-10-01T23:59:59.5Z": true, "2026-10-01T00:00:00.123456789123Z": true,
+		"2026-10-01T0:00:00Z": false, "2026-10-01T00:00:00,5Z": false, "2026-10-01T00:00:00+24:00": false, "2026-10-01T00:00:00.Z": false,
+		"2026-10-01t00:00:00z": false, "2026-10-01 00:00:00Z": false, "2026-10-01T00:00:00+0800": false, "2026-10-01T00:00:00": false,
+		"2026-02-30T00:00:00Z": false, "": false,
+	} {
+		if _, err := ParseTime(s); (err == nil) != ok {
+			t.Errorf("%q: %v; want accepted %v", s, err, ok)
+		}
+	}
+}

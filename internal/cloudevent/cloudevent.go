@@ -180,13 +180,50 @@ func IsJSONMediaType(s string) bool {
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
-// ParseTime parses an RFC 3339 timestamp (fractional seconds allowed).
+// ParseTime parses an RFC 3339 timestamp (fractional seconds allowed). Go's parser alone also
+// takes what RFC 3339 does not ("T0:00:00Z", a comma before the fraction, an offset of +24:00),
+// which another consumer of the same event may read differently or refuse: the shape is checked
+// first.
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
+	if err != nil || !rfc3339Shape(s) {
 		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time", s)
 	}
 	return t, nil
+}
+
+// rfc3339Shape: YYYY-MM-DDTHH:MM:SS, an optional . and digits, then Z or ±HH:MM (HH ≤ 23).
+func rfc3339Shape(s string) bool {
+	digits := func(from, to int) bool {
+		for i := from; i < to; i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		}
+		return true
+	}
+	if len(s) < 20 || !digits(0, 4) || s[4] != '-' || !digits(5, 7) || s[7] != '-' || !digits(8, 10) || s[10] != 'T' ||
+		!digits(11, 13) || s[13] != ':' || !digits(14, 16) || s[16] != ':' || !digits(17, 19) {
+		return false
+	}
+	i := 19
+	if s[i] == '.' {
+		j := i + 1
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	switch rest := s[i:]; {
+	case rest == "Z":
+		return true
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+		return digits(i+1, i+3) && digits(i+4, i+6) && rest[1:3] <= "23" && rest[4:6] <= "59"
+	}
+	return false
 }
 
 // DecodeData decodes an event's data object strictly: unknown fields are errors, so a misspelt
