@@ -10,8 +10,10 @@ import (
 // DecodeUsage is cloudevent.Decode followed by ParseUsage, with a fast path for every usage
 // event a CloudEvents producer sends in structured mode: attributes in any order, escapes,
 // subject, dataschema, extensions and any JSON datacontenttype. What the fast path cannot take
-// for certain (a name in capitals, a duplicate, data_base64, an error) goes the reflective way, so the answer, accepted or rejected with its reason, is always exactly
-// ParseUsage's; FuzzDecodeUsageMatchesParseUsage holds it to that.
+// for certain (a name in capitals, a duplicate, data_base64, an error) goes the reflective way,
+// so the answer, accepted or rejected with its reason, is always exactly ParseUsage's;
+// FuzzDecodeUsageMatchesParseUsage holds it to that. With a rejection, the Usage holds the
+// event's id when its envelope gave one (for the sender to match the reason to its event).
 func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usage, error) {
 	if u, _, ok := fastUsage(raw, receivedAt, services); ok {
 		return u, nil
@@ -20,7 +22,11 @@ func DecodeUsage(raw []byte, receivedAt time.Time, services ServiceChecker) (Usa
 	if err != nil {
 		return Usage{}, err
 	}
-	return ParseUsage(ev, receivedAt, services)
+	u, err := ParseUsage(ev, receivedAt, services)
+	if err != nil {
+		return Usage{ID: ev.ID}, err
+	}
+	return u, nil
 }
 
 // DecodeLoggedUsage is the fast path for a usage line of a log being replayed: received at its

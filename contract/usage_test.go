@@ -153,6 +153,9 @@ func FuzzDecodeUsageMatchesParseUsage(f *testing.F) {
 		if (ferr == nil) != (serr == nil) || (ferr != nil && ferr.Error() != serr.Error()) {
 			t.Fatalf("fast: %v; reflective: %v; input %q", ferr, serr, raw)
 		}
+		if ferr != nil && serr != nil && fast.ID != ev.ID {
+			t.Fatalf("rejected with id %q; the envelope says %q; input %q", fast.ID, ev.ID, raw)
+		}
 		if ferr == nil && (fast.ID != slow.ID || fast.Account != slow.Account || fast.Service != slow.Service || fast.Calls != slow.Calls || !fast.Time.Equal(slow.Time)) {
 			t.Fatalf("fast %+v; reflective %+v; input %q", fast, slow, raw)
 		}

@@ -144,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	key, ok := h.authenticate(r)
+	key, ok := h.cfg.Keys.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
 		h.fail(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")
@@ -197,14 +197,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	forbidden := 0
 	for i, raw := range raws {
 		u, err := contract.DecodeUsage(raw, received, h.services)
-		id := u.ID
-		if err != nil {
-			id = rejectedID(raw)
-		} else if err = h.allowed(key, u, received); err != nil {
-			forbidden++
+		if err == nil {
+			if err = h.allowed(key, u, received); err != nil {
+				forbidden++
+			}
 		}
 		if err != nil {
-			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: id, Reason: err.Error()})
+			resp.Rejected = append(resp.Rejected, Rejection{Index: i, ID: u.ID, Reason: err.Error()})
 			h.metrics.rejected(err)
 			continue
 		}
@@ -237,12 +236,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var errBatchTooLong = errors.New("batch too long")
-
-// rejectedID is the id of a refused event, if its envelope gives one, for the sender to match.
-func rejectedID(raw []byte) string {
-	ev, _ := cloudevent.Decode(raw)
-	return ev.ID
-}
 
 // publish makes the records durable, or says why not (the answer is then 503).
 func (h *Handler) publish(r *http.Request, gateway string, records []Record) (bool, string) {
@@ -367,8 +360,6 @@ func (h *Handler) allowed(key *APIKey, u contract.Usage, received time.Time) err
 	}
 	return nil
 }
-
-func (h *Handler) authenticate(r *http.Request) (*APIKey, bool) { return h.cfg.Keys.authenticate(r) }
 
 func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {
 	h.metrics.Failed.WithLabelValues(http.StatusText(status)).Inc()
