@@ -90,97 +90,112 @@ func (s *Scanner) String() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.I
+	escaped, ok := s.stringBody(true)
+	if !ok {
+		return nil, false
+	}
+	body := s.B[start : s.I-1]
+	if !escaped {
+		return body, true
+	}
+	return unescape(body), true
+}
+
+// stringBody consumes a string from after its opening quote to after its closing one, checking
+// it: UTF-8, no control characters, valid escapes, and with pairedSurrogates every \u
+// surrogate paired. escaped reports whether it holds any escape.
+func (s *Scanner) stringBody(pairedSurrogates bool) (escaped, ok bool) {
 	for s.I < len(s.B) {
 		s.I += plainRun(s.B[s.I:])
 		if s.I == len(s.B) {
 			break
 		}
-		c := s.B[s.I]
-		switch {
+		switch c := s.B[s.I]; {
 		case c == '"':
-			v := s.B[start:s.I]
 			s.I++
-			return v, true
-		case c == '\\':
-			return s.unescape(start)
+			return escaped, true
 		case c < 0x20:
-			return nil, false
+			return false, false
 		case c >= utf8.RuneSelf:
 			r, n := utf8.DecodeRune(s.B[s.I:])
 			if r == utf8.RuneError && n == 1 {
-				return nil, false
+				return false, false
 			}
 			s.I += n
-			continue
-		}
-		s.I++
-	}
-	return nil, false
-}
-
-// unescape finishes a string from s.I (at its first backslash) into a copy.
-func (s *Scanner) unescape(start int) ([]byte, bool) {
-	out := make([]byte, 0, s.I-start+16)
-	out = append(out, s.B[start:s.I]...)
-	for s.I < len(s.B) {
-		c := s.B[s.I]
-		switch {
-		case c == '"':
-			s.I++
-			return out, true
-		case c < 0x20:
-			return nil, false
-		case c >= utf8.RuneSelf:
-			r, n := utf8.DecodeRune(s.B[s.I:])
-			if r == utf8.RuneError && n == 1 {
-				return nil, false
-			}
-			out = append(out, s.B[s.I:s.I+n]...)
-			s.I += n
-		case c != '\\':
-			out = append(out, c)
-			s.I++
-		default:
+		default: // a backslash
+			escaped = true
 			if s.I+1 >= len(s.B) {
-				return nil, false
+				return false, false
 			}
 			e := s.B[s.I+1]
 			s.I += 2
 			switch e {
-			case '"', '\\', '/':
-				out = append(out, e)
-			case 'b':
-				out = append(out, '\b')
-			case 'f':
-				out = append(out, '\f')
-			case 'n':
-				out = append(out, '\n')
-			case 'r':
-				out = append(out, '\r')
-			case 't':
-				out = append(out, '\t')
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
 				r, ok := s.hex4()
 				if !ok {
-					return nil, false
+					return false, false
 				}
-				if utf16.IsSurrogate(r) {
+				if pairedSurrogates && utf16.IsSurrogate(r) {
 					if !(s.I+1 < len(s.B) && s.B[s.I] == '\\' && s.B[s.I+1] == 'u') {
-						return nil, false
+						return false, false
 					}
 					s.I += 2
 					r2, ok := s.hex4()
-					if r = utf16.DecodeRune(r, r2); !ok || r == utf8.RuneError {
-						return nil, false
+					if !ok || utf16.DecodeRune(r, r2) == utf8.RuneError {
+						return false, false
 					}
 				}
-				out = utf8.AppendRune(out, r)
 			default:
-				return nil, false
+				return false, false
 			}
 		}
 	}
-	return nil, false
+	return false, false
+}
+
+// unescape decodes the body of a string stringBody(true) checked.
+func unescape(body []byte) []byte {
+	out := make([]byte, 0, len(body))
+	for i := 0; i < len(body); {
+		if body[i] != '\\' {
+			out = append(out, body[i])
+			i++
+			continue
+		}
+		e := body[i+1]
+		i += 2
+		switch e {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := hexRune(body[i : i+4])
+			i += 4
+			if utf16.IsSurrogate(r) { // paired: stringBody made sure
+				r = utf16.DecodeRune(r, hexRune(body[i+2:i+6]))
+				i += 6
+			}
+			out = utf8.AppendRune(out, r)
+		default: // " \ /
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// hexRune reads four hex digits stringBody checked.
+func hexRune(h []byte) rune {
+	s := Scanner{B: h}
+	r, _ := s.hex4()
+	return r
 }
 
 func (s *Scanner) hex4() (rune, bool) {
@@ -299,47 +314,12 @@ func (s *Scanner) literal(word string) bool {
 	return true
 }
 
-// skipString consumes a string at s.I (its opening quote), checking escapes and UTF-8.
+// skipString consumes a string at s.I (its opening quote), checking escapes and UTF-8; lone
+// surrogates are valid JSON, so they pass.
 func (s *Scanner) skipString() bool {
 	s.I++
-	for s.I < len(s.B) {
-		s.I += plainRun(s.B[s.I:])
-		if s.I == len(s.B) {
-			break
-		}
-		c := s.B[s.I]
-		switch {
-		case c == '"':
-			s.I++
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if s.I+1 >= len(s.B) {
-				return false
-			}
-			e := s.B[s.I+1]
-			s.I += 2
-			switch e {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if _, ok := s.hex4(); !ok {
-					return false
-				}
-			default:
-				return false
-			}
-		case c >= utf8.RuneSelf:
-			r, n := utf8.DecodeRune(s.B[s.I:])
-			if r == utf8.RuneError && n == 1 {
-				return false
-			}
-			s.I += n
-		default:
-			s.I++
-		}
-	}
-	return false
+	_, ok := s.stringBody(false)
+	return ok
 }
 
 // skipNumber consumes -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
