@@ -172,14 +172,10 @@ func (a *AccountsAPI) event(typ, atField, account string, body []byte, now time.
 	if err != nil {
 		return nil, cloudevent.Event{}, errors.New("id must be UTF-8")
 	}
-	// Billing reads the event with the instant the settle worker journals it at; any instant
-	// from now on gives the same answer (account events are judged by their own time).
-	e.RecordedAt = now
-	stamped, err := contract.Encode(e)
-	if err != nil {
-		return nil, cloudevent.Event{}, err
-	}
-	_, _, ev, err := settle.DecodeLine(stamped, a.catalogue)
+	// The settle worker journals the event with a recordedat of its own; that instant changes
+	// nothing for an account event (judged by its own time), so the bytes to publish are read
+	// as they are.
+	_, _, ev, err := settle.DecodeLine(raw, a.catalogue)
 	if err != nil {
 		return nil, ev, errors.New(bodyReason(err.Error()))
 	}

@@ -136,10 +136,10 @@ type Keyring struct {
 // NewKeyring holds keys (none: loopback clients only).
 func NewKeyring(keys []APIKey) (*Keyring, error) {
 	k := &Keyring{}
-	if err := checkKeys(keys); err != nil {
+	k.keys.Store(&[]APIKey{})
+	if err := k.Replace(keys); err != nil {
 		return nil, err
 	}
-	k.keys.Store(&keys)
 	return k, nil
 }
 
