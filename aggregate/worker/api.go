@@ -86,13 +86,18 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-// errNotLoaded: the accounts topic is still being read from its start.
-var errNotLoaded = errors.New("account terms (activations, packs, contract prices) not loaded yet")
+// termsLoaded fails while the accounts topic is still being read from its start.
+func (a *API) termsLoaded(ctx context.Context) error {
+	if err := a.Accounts.Loaded(ctx); err != nil {
+		return fmt.Errorf("account terms (activations, packs, contract prices) not loaded yet (%v); retry shortly", err)
+	}
+	return nil
+}
 
 // accountUsage is the usage answer of (account, p); an error means "not now" (503).
 func (a *API) accountUsage(ctx context.Context, account string, p contract.Period) (UsageResponse, error) {
-	if err := a.Accounts.Loaded(ctx); err != nil {
-		return UsageResponse{}, fmt.Errorf("%w (%v); retry shortly", errNotLoaded, err)
+	if err := a.termsLoaded(ctx); err != nil {
+		return UsageResponse{}, err
 	}
 	totals, err := a.monthTotals(ctx, account, p)
 	if err != nil {
@@ -211,7 +216,7 @@ func (a *API) terms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	resp, err := a.accountTerms(r.Context(), account)
+	resp, err := a.accountTerms(r.Context(), account, a.prepaidLeft(r.Context(), account, contract.PeriodOf(a.Now(), a.Billing.Location)))
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -220,34 +225,44 @@ func (a *API) terms(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-// accountTerms is the terms answer of account as of now; an error means "not now" (503).
-func (a *API) accountTerms(ctx context.Context, account string) (TermsResponse, error) {
-	if err := a.Accounts.Loaded(ctx); err != nil {
-		return TermsResponse{}, fmt.Errorf("%w (%v); retry shortly", errNotLoaded, err)
+// accountTerms is the terms answer of account as of now; left gives what a service's packs have
+// left usable this month (asked only for services with packs). An error means "not now" (503).
+func (a *API) accountTerms(ctx context.Context, account string, left func(service string) (int64, error)) (TermsResponse, error) {
+	if err := a.termsLoaded(ctx); err != nil {
+		return TermsResponse{}, err
 	}
 	now := a.Now()
-	p := contract.PeriodOf(now, a.Billing.Location)
-	var totals map[string]int64 // read only if a service has packs
+	monthStart := contract.PeriodOf(now, a.Billing.Location).Start(a.Billing.Location)
 	resp := TermsResponse{Account: account, AsOf: cloudevent.FormatTime(now), Services: []ServiceTerms{}}
 	for _, svc := range a.Accounts.Services(account) {
-		st := termsOf(svc, a.Accounts.Terms(account, svc), now, p.Start(a.Billing.Location))
+		st := termsOf(svc, a.Accounts.Terms(account, svc), now, monthStart)
 		if len(st.Packs) > 0 {
 			var err error
-			if totals == nil {
-				if totals, err = a.monthTotals(ctx, account, p); err != nil {
-					return TermsResponse{}, err
-				}
-			}
-			u, err := a.serviceUsage(ctx, account, svc, p, totals[svc])
-			if err != nil {
+			if st.PrepaidCallsLeft, err = left(svc); err != nil {
 				return TermsResponse{}, err
 			}
-			st.PrepaidCallsLeft = u.PrepaidCallsLeft
 		}
 		resp.Services = append(resp.Services, st)
 	}
 	sort.Slice(resp.Services, func(i, j int) bool { return resp.Services[i].Service < resp.Services[j].Service })
 	return resp, nil
+}
+
+// prepaidLeft quotes what a service's packs have left usable in p, as the usage answer does,
+// reading the account's month totals once, when first asked.
+func (a *API) prepaidLeft(ctx context.Context, account string, p contract.Period) func(service string) (int64, error) {
+	var totals map[string]int64
+	return func(service string) (int64, error) {
+		if totals == nil {
+			t, err := a.monthTotals(ctx, account, p)
+			if err != nil {
+				return 0, err
+			}
+			totals = t
+		}
+		u, err := a.serviceUsage(ctx, account, service, p, totals[service])
+		return u.PrepaidCallsLeft, err
+	}
 }
 
 // termsOf lays out a service's terms (in log order, as Accounts.Terms gives them) as of now;

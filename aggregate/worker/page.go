@@ -63,7 +63,11 @@ func (a *API) page(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	terms, err := a.accountTerms(r.Context(), account)
+	left := map[string]int64{} // what the usage answer quoted: no second read of the month
+	for _, u := range usage.Services {
+		left[u.Service] = u.PrepaidCallsLeft
+	}
+	terms, err := a.accountTerms(r.Context(), account, func(service string) (int64, error) { return left[service], nil })
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
