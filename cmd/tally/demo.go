@@ -229,21 +229,8 @@ func (d *demoDriver) console(typ, id string, at time.Time, data any) error {
 	if typ == contract.ActivatedType {
 		fields["at"] = cloudevent.FormatTime(at)
 	}
-	body, _ := json.Marshal(fields)
-	req, err := http.NewRequestWithContext(d.ctx, http.MethodPost, "http://127.0.0.1:18080/v1/accounts/"+account+"/"+kind, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		var p struct{ Detail string }
-		_ = json.NewDecoder(resp.Body).Decode(&p)
-		return fmt.Errorf("the accounts API answered %d to %s %s: %s", resp.StatusCode, kind, id, p.Detail)
+	if _, err := postChange(d.ctx, &d.http, "http://127.0.0.1:18080", "", account, kind, fields); err != nil {
+		return fmt.Errorf("%s %s: %w", kind, id, err)
 	}
 	return nil
 }
@@ -473,19 +460,9 @@ func printUsage(ctx context.Context, out io.Writer, api string, accounts []strin
 	fmt.Fprintln(w, "account\tservice\tcalls\tfree left\tprepaid\tprepaid left\ttier\tunit\tamount so far\t")
 	client := http.Client{Timeout: 10 * time.Second}
 	for _, a := range accounts {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/v1/accounts/"+a+"/usage?period="+p.String(), nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("usage API: %w", err)
-		}
 		var u aggworker.UsageResponse
-		err = json.NewDecoder(resp.Body).Decode(&u)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("usage API answered %d for %s (%v)", resp.StatusCode, a, err)
+		if _, err := getJSON(ctx, &client, api+"/v1/accounts/"+a+"/usage?period="+p.String(), &u); err != nil {
+			return err
 		}
 		for _, s := range u.Services {
 			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", a, s.Service, s.Calls, s.FreeCallsLeft, s.PrepaidCalls, s.PrepaidCallsLeft, s.Tier, s.UnitPrice, s.AmountSoFar)
