@@ -185,8 +185,11 @@ func IsJSONMediaType(s string) bool {
 // which another consumer of the same event may read differently or refuse: the shape is checked
 // first.
 func ParseTime(s string) (time.Time, error) {
+	if !rfc3339Shape(s) {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time", s)
+	}
 	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil || !rfc3339Shape(s) {
+	if err != nil { // the shape holds, the values do not (February 30th, 25 o'clock)
 		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time", s)
 	}
 	return t, nil
