@@ -11,7 +11,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +80,17 @@ func Kafka(t testing.TB) []string {
 	return brokers
 }
 
+// TopicConfigs are configs with records kept for ever unless they say otherwise. Tests run on
+// virtual clocks months behind the real present, and Kafka's time retention counts from the
+// record's time: under the broker's default (7 days) the records of such a test are deleted as
+// soon as a segment rolls (segment.ms counts record time too) and the retention check runs,
+// and the sink then rightly stops on the gap.
+func TopicConfigs(configs map[string]string) map[string]string {
+	out := map[string]string{"retention.ms": "-1"}
+	maps.Copy(out, configs)
+	return out
+}
+
 // Topic creates a fresh topic with the given partitions and deletes it when the test ends.
 func Topic(t testing.TB, partitions int, configs map[string]string) (brokers []string, topic string) {
 	t.Helper()
@@ -85,7 +98,7 @@ func Topic(t testing.TB, partitions int, configs map[string]string) (brokers []s
 	topic = UniqueName(t, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: partitions, Configs: configs}); err != nil {
+	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: partitions, Configs: TopicConfigs(configs)}); err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
 	t.Cleanup(func() {
@@ -142,8 +155,27 @@ func Produce(t testing.TB, brokers []string, topic string, msgs []kafka.Message)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for i := 0; i < len(msgs); i += 500 {
-		if err := w.WriteMessages(ctx, msgs[i:min(i+500, len(msgs))]...); err != nil {
-			t.Fatal(err)
+		batch := msgs[i:min(i+500, len(msgs))]
+		// A leader moving (a cluster node killed) fails writes for longer than the writer's own
+		// retries; the records that failed are sent again, as a gateway would. A record whose
+		// acknowledgement was lost may land twice: consumers drop repeated event ids.
+		for {
+			err := w.WriteMessages(ctx, batch...)
+			if err == nil {
+				break
+			}
+			var failed kafka.WriteErrors
+			if !errors.As(err, &failed) || ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			var again []kafka.Message
+			for j, werr := range failed {
+				if werr != nil {
+					again = append(again, batch[j])
+				}
+			}
+			batch = again
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
 }
