@@ -224,7 +224,8 @@ func (w *Worker) run(ctx context.Context) error {
 		}
 	}
 	n, ticks := 0, 0
-	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, from, covered, func(from, to Offsets) error {
+	copies := &journalCopies{next: maps.Clone(w.next), lastTick: w.lastTick}
+	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, from, covered, copies, func(from, to Offsets) error {
 		return w.feedUsage(ctx, from, to)
 	}, func(e Entry) error {
 		n++
@@ -250,7 +251,7 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	telemetry.SetInt(w.metrics.RecoveryOffset, from)
 	telemetry.SetInt(w.metrics.RecoveryEntries, int64(n))
-	w.log.Info("settle: recovered", "from_journal_offset", from, "log_entries_replayed", n, "events_emitted_since_snapshot", len(w.emitted),
+	w.log.Info("settle: recovered", "from_journal_offset", from, "log_entries_replayed", n, "journal_copies_skipped", copies.dropped, "events_emitted_since_snapshot", len(w.emitted),
 		"last_settled", w.rep.Engine().Settled().String(), "clock", w.clock)
 	w.emitted = nil
 	if ticks > 0 { // settlements the latest snapshot does not hold: save one, so the next restart is short
@@ -348,8 +349,11 @@ func (w *Worker) live(ctx context.Context) error {
 		}
 		if due {
 			covered, why, err := usageComplete(ctx, w.ch, w.cfg.Brokers, w.cfg.UsageTopic, w.cfg.SinkGroup, s)
-			if err != nil {
-				return err
+			if err != nil && ctx.Err() == nil {
+				// Only a look (offsets, the sink's progress), nothing written: a partition whose
+				// leader is moving to another broker, or a ClickHouse restart, is waited out
+				// here rather than by a restart of the whole worker.
+				covered, why = nil, "cannot tell: "+err.Error()
 			}
 			if covered == nil {
 				// Hold every input until the month can settle: nothing recorded after the
