@@ -11,10 +11,10 @@ export TALLY_TEST_CLICKHOUSE_ADDR  ?= 127.0.0.1:9000
 export TALLY_TEST_CLICKHOUSE_HTTP  ?= 127.0.0.1:8123
 GOTESTFLAGS ?=
 
-.PHONY: help build up down status lint browser test test-unit bench demo chaos clean
+.PHONY: help build up down status cluster-up cluster-down lint browser test test-unit bench demo chaos test-cluster clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/tally
 	$(GO) build -o $(BIN) ./cmd/tally
@@ -30,6 +30,12 @@ down: ## stop the Kafka and ClickHouse processes `make up` started
 
 status: ## show what runs where
 	@$(INFRA) status
+
+cluster-up: build ## a 3-node Kafka cluster (KRaft, RF 3, min ISR 2) on ports 19092-19094, beside `make up`'s
+	$(INFRA) cluster-up
+
+cluster-down: ## stop the nodes `make cluster-up` started
+	$(INFRA) cluster-down
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROMTOOL    := github.com/prometheus/prometheus/cmd/promtool@v0.316.0
@@ -53,6 +59,10 @@ test-unit: ## tests that need no services (integration tests skipped)
 chaos: up ## the fault-injection tests alone, verbose: roles SIGKILLed, a test broker killed and restarted (make test runs them too)
 	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesServiceRestarts|TestSettleWorkerSurvivesSIGKILL|TestAggregateSurvivesSIGKILL|TestFollowRidesOutABrokerRestart|TestPingTellsWhenTheBrokerIsDown|TestSinkRidesOutAClickHouseRestart' \
 		./settle/worker ./aggregate/worker ./internal/kafkax ./ingest/sink
+
+test-cluster: up ## the tests on a 3-node Kafka cluster alone, verbose: migrate's replication, ingest readiness, broker kills under billing (make test runs them too)
+	$(GO) test -v -count=1 -timeout 30m -run 'TestBillingSurvivesBrokerKillsOnAThreeNodeCluster|TestReplicaWatchSeesANodeGoOnARealCluster|TestMigrateReplicatesTopicsOnACluster' \
+		./settle/worker ./ingest ./cmd/tally
 
 bench: up ## micro-benchmarks, the pipeline under load (batches of 100, 1000, 1) and a settled month: one table, appended to BENCHMARKS.md
 	deploy/bench/bench.sh

@@ -28,6 +28,7 @@ func runCheck(ctx context.Context, env *environment, args []string) error {
 	chPassword := fs.String("clickhouse-password", "", "ClickHouse password")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	quiet := fs.Bool("quiet", false, "print nothing; the exit code says it all")
+	skipClickHouse := fs.Bool("skip-clickhouse", false, "check Kafka only")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +46,12 @@ func runCheck(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	kerr := report("kafka "+*brokers, kafkax.Ping(ctx, kafkax.SplitBrokers(*brokers)))
+	if *skipClickHouse {
+		if kerr != nil {
+			return exitError{code: 1}
+		}
+		return nil
+	}
 	herr := report("clickhouse "+*chHTTP, chx.PingHTTP(ctx, *chHTTP))
 	nerr := report("clickhouse "+*chAddr, func() error {
 		conn, err := chx.Open(ctx, chx.Config{Addr: *chAddr, Protocol: clickhouse.Native, Username: *chUser, Password: *chPassword})

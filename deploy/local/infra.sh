@@ -4,6 +4,7 @@
 #   infra.sh up      install if needed, start what is not running, wait until both answer
 #   infra.sh down    stop exactly the processes this script started (by pid)
 #   infra.sh status  say what runs where
+#   infra.sh cluster-up / cluster-down   a three-node Kafka cluster beside them (see cluster_up)
 #
 # Downloads are cached in $TALLY_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/tally), so a fresh
 # clone on the same machine does not download again. Data, logs and pid files live in
@@ -67,25 +68,80 @@ install_chdb() {
   fi
 }
 
-start_kafka() {
-  local dir="$state/kafka" pidf="$state/kafka/pid"
-  if pid_alive "$pidf"; then log "kafka already running (pid $(cat "$pidf"))"; return 0; fi
-  port_busy "$kafka_port" && die "port $kafka_port is taken by a process this script did not start; stop it or set TALLY_KAFKA_PORT"
+# start_kafka_node DIR PORT CONTROLLER_PORT NODE_ID VOTERS REPLICATION MIN_ISR CLUSTER_ID HEAP:
+# one KRaft node (broker and controller) on DIR, formatted on first start, pid in DIR/pid.
+start_kafka_node() {
+  local dir=$1 port=$2 cport=$3 node=$4 voters=$5 rep=$6 minisr=$7 cluster_id=$8 heap=$9
+  if pid_alive "$dir/pid"; then log "kafka node $node already running (pid $(cat "$dir/pid"))"; return 0; fi
+  port_busy "$port" && die "port $port is taken by a process this script did not start; stop it or choose other ports (TALLY_KAFKA_PORT, TALLY_KAFKA_CLUSTER_PORT)"
   install_kafka
   mkdir -p "$dir"
-  sed -e "s#@STATE@#$dir#; s#@PORT@#$kafka_port#; s#@CONTROLLER_PORT@#$kafka_controller_port#g" \
+  sed -e "s#@STATE@#$dir#g; s#@CONTROLLER_PORT@#$cport#g; s#@PORT@#$port#g; s#@NODE_ID@#$node#g; s#@VOTERS@#$voters#g" \
+    -e "s#@REPLICATION@#$rep#g; s#@MIN_ISR@#$minisr#g" \
     "$here/kafka/server.properties.tmpl" > "$dir/server.properties"
   local java_opts=(-cp "$kafka_libs/*" "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml")
   if [ ! -f "$dir/kafka-data/meta.properties" ]; then
-    local cluster_id
-    cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
     java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
       > "$dir/format.log" 2>&1 || die "kafka storage format failed, see $dir/format.log"
   fi
-  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$kafka_port (log: $dir/kafka.log)"
-  nohup java -Xms256m "-Xmx$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+  log "starting kafka $KAFKA_VERSION node $node on 127.0.0.1:$port (log: $dir/kafka.log)"
+  nohup java -Xms128m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >> "$dir/kafka.log" 2>&1 < /dev/null &
-  echo $! > "$pidf"
+  echo $! > "$dir/pid"
+}
+
+random_cluster_id() {
+  install_kafka
+  java -cp "$kafka_libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1
+}
+
+start_kafka() {
+  local dir="$state/kafka" id=""
+  [ -f "$dir/kafka-data/meta.properties" ] || pid_alive "$dir/pid" || id=$(random_cluster_id)
+  start_kafka_node "$dir" "$kafka_port" "$kafka_controller_port" 1 "1@127.0.0.1:$kafka_controller_port" 1 1 "$id" "$kafka_heap"
+}
+
+# The three-node cluster (cluster-up): nodes 1-3, broker ports $cluster_port+0..2, controller
+# ports $cluster_port+100..102, replication factor 3 and min.insync.replicas 2 by default. It runs
+# beside the single node, for trying Tally on replicated topics by hand; the tests start their own
+# (internal/testinfra.StartCluster).
+cluster_port=${TALLY_KAFKA_CLUSTER_PORT:-19092}
+cluster_heap=${TALLY_KAFKA_CLUSTER_HEAP:-384m}
+cluster_nodes() { echo 1 2 3; }
+cluster_brokers() { local n out=""; for n in $(cluster_nodes); do out+="${out:+,}127.0.0.1:$((cluster_port + n - 1))"; done; echo "$out"; }
+
+cluster_up() {
+  local n voters="" id=""
+  for n in $(cluster_nodes); do voters+="${voters:+,}$n@127.0.0.1:$((cluster_port + 99 + n))"; done
+  [ -f "$state/kafka-cluster/node-1/kafka-data/meta.properties" ] || id=$(random_cluster_id)
+  for n in $(cluster_nodes); do
+    start_kafka_node "$state/kafka-cluster/node-$n" "$((cluster_port + n - 1))" "$((cluster_port + 99 + n))" "$n" "$voters" 3 2 "$id" "$cluster_heap"
+  done
+  local tally=${TALLY_BIN:-$repo/bin/tally} deadline=$((SECONDS + ${TALLY_UP_TIMEOUT:-180}))
+  until cluster_answers "$tally"; do
+    for n in $(cluster_nodes); do
+      pid_alive "$state/kafka-cluster/node-$n/pid" || die "kafka node $n exited during start; see $state/kafka-cluster/node-$n/kafka.log"
+    done
+    [ $SECONDS -lt $deadline ] || die "the cluster did not answer within ${TALLY_UP_TIMEOUT:-180}s; see the logs in $state/kafka-cluster"
+    sleep 1
+  done
+  log "ready: a three-node Kafka cluster at $(cluster_brokers); try: bin/tally migrate --kafka-brokers $(cluster_brokers) --replication-factor 3 --min-insync-replicas 2 --skip-clickhouse"
+}
+
+# cluster_answers TALLY: every node answers for itself (a ping of the list stops at the first).
+cluster_answers() {
+  local n
+  for n in $(cluster_nodes); do
+    "$1" check --quiet --skip-clickhouse --kafka-brokers "127.0.0.1:$((cluster_port + n - 1))" 2>/dev/null || return 1
+  done
+}
+
+cluster_down() {
+  local n
+  for n in $(cluster_nodes); do
+    [ -f "$state/kafka-cluster/node-$n/pid" ] && stop_one "kafka-cluster/node-$n"
+  done
+  return 0
 }
 
 start_clickhouse() {
@@ -149,8 +205,10 @@ status() {
 
 case ${1:-} in
   up) mkdir -p "$state"; start_kafka; start_clickhouse; wait_ready ;;
-  down) stop_one kafka; stop_one clickhouse ;;
+  down) stop_one kafka; stop_one clickhouse; cluster_down ;;
   status) status ;;
   install) install_kafka; install_chdb ;;
-  *) echo "usage: $0 up|down|status|install" >&2; exit 2 ;;
+  cluster-up) mkdir -p "$state"; cluster_up ;;
+  cluster-down) cluster_down ;;
+  *) echo "usage: $0 up|down|status|install|cluster-up|cluster-down" >&2; exit 2 ;;
 esac

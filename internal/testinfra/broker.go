@@ -21,7 +21,7 @@ import (
 // Broker is a Kafka broker of the test's own (same jars and settings as `make up`'s, its own
 // ports and data directory), for tests that stop, kill and restart Kafka without disturbing the
 // tests running beside them on the shared one. It costs a JVM (about 300 MB) and a few seconds
-// per start.
+// per start. A Broker may be one node of a Cluster.
 type Broker struct {
 	t                    testing.TB
 	dir, libs            string
@@ -33,6 +33,95 @@ type Broker struct {
 // StartBroker formats a data directory and starts a broker on it; it is killed when the test ends.
 func StartBroker(t testing.TB) *Broker {
 	t.Helper()
+	b := newBroker(t)
+	b.configure(1, fmt.Sprintf("1@127.0.0.1:%d", b.controllerPort), 1, 1)
+	b.Start()
+	return b
+}
+
+// Cluster is a Kafka cluster of the test's own: KRaft nodes that are broker and controller in
+// one, a static quorum of all of them, new topics replicated to three with min.insync.replicas 2
+// (the production shape `tally migrate --replication-factor 3 --min-insync-replicas 2` makes).
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Broker
+}
+
+// StartCluster starts n nodes (3 for a quorum that survives one down) and waits until each
+// acknowledges a write; they are killed when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t}
+	var voters []string
+	for i := range n {
+		b := newBroker(t)
+		c.Nodes = append(c.Nodes, b)
+		voters = append(voters, fmt.Sprintf("%d@127.0.0.1:%d", i+1, b.controllerPort))
+	}
+	rep, minISR := min(n, 3), min(n, 2)
+	for i, b := range c.Nodes {
+		b.configure(i+1, strings.Join(voters, ","), rep, minISR)
+	}
+	// No node answers before a quorum of controllers runs: launch them all, then wait.
+	for _, b := range c.Nodes {
+		b.launch()
+	}
+	for _, b := range c.Nodes {
+		b.waitServing()
+	}
+	return c
+}
+
+// Brokers are the addresses of every node.
+func (c *Cluster) Brokers() []string {
+	var out []string
+	for _, b := range c.Nodes {
+		out = append(out, b.Brokers()...)
+	}
+	return out
+}
+
+// WaitInSync returns once every partition of the topics has all its replicas in sync (a node
+// started again has caught up), or fails the test after timeout.
+func (c *Cluster) WaitInSync(timeout time.Duration, topics ...string) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		if last = c.outOfSync(topics); last == "" {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.t.Fatalf("replicas not back in sync after %s: %s", timeout, last)
+}
+
+// outOfSync names a partition whose in-sync replicas are fewer than its replicas ("" when none).
+func (c *Cluster) outOfSync(topics []string) string {
+	tr := &kafka.Transport{MetadataTTL: time.Hour} // a fresh view, not kafka-go's cached one
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(c.Brokers()...), Timeout: 5 * time.Second, Transport: tr}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return err.Error()
+	}
+	for _, tp := range md.Topics {
+		if tp.Error != nil {
+			return fmt.Sprintf("%s: %v", tp.Name, tp.Error)
+		}
+		for _, p := range tp.Partitions {
+			if len(p.Isr) < len(p.Replicas) {
+				return fmt.Sprintf("%s[%d] has %d of %d replicas in sync", tp.Name, p.ID, len(p.Isr), len(p.Replicas))
+			}
+		}
+	}
+	return ""
+}
+
+func newBroker(t testing.TB) *Broker {
+	t.Helper()
 	requireIntegration(t)
 	libs := os.Getenv("TALLY_TEST_KAFKA_LIBS")
 	if libs == "" {
@@ -42,26 +131,31 @@ func StartBroker(t testing.TB) *Broker {
 		t.Fatalf("the Kafka jars are not in %s (%v): run `make up` (it fetches them), or set TALLY_TEST_KAFKA_LIBS", libs, err)
 	}
 	b := &Broker{t: t, dir: t.TempDir(), libs: libs, port: freePort(t), controllerPort: freePort(t)}
-	tmpl, err := os.ReadFile(filepath.Join(moduleRoot(t), "deploy", "local", "kafka", "server.properties.tmpl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	props := strings.NewReplacer("@STATE@", b.dir, "@CONTROLLER_PORT@", fmt.Sprint(b.controllerPort), "@PORT@", fmt.Sprint(b.port)).Replace(string(tmpl))
-	if err := os.WriteFile(b.props(), []byte(props), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := b.java("kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qk", "-c", b.props()).CombinedOutput(); err != nil {
-		t.Fatalf("format the broker's storage: %v\n%s", err, out)
-	}
 	t.Cleanup(func() {
 		b.Kill()
 		if t.Failed() {
 			raw, _ := os.ReadFile(filepath.Join(b.dir, "kafka.log"))
-			t.Logf("the test broker's log, last lines:\n%s", tail(string(raw), 4000))
+			t.Logf("the log of test broker %s, last lines:\n%s", b.Brokers()[0], tail(string(raw), 4000))
 		}
 	})
-	b.Start()
 	return b
+}
+
+// configure writes the node's settings from the template `make up` uses and formats its storage.
+func (b *Broker) configure(nodeID int, voters string, replication, minISR int) {
+	b.t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(moduleRoot(b.t), "deploy", "local", "kafka", "server.properties.tmpl"))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	props := strings.NewReplacer("@STATE@", b.dir, "@CONTROLLER_PORT@", fmt.Sprint(b.controllerPort), "@PORT@", fmt.Sprint(b.port),
+		"@NODE_ID@", fmt.Sprint(nodeID), "@VOTERS@", voters, "@REPLICATION@", fmt.Sprint(replication), "@MIN_ISR@", fmt.Sprint(minISR)).Replace(string(tmpl))
+	if err := os.WriteFile(b.props(), []byte(props), 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	if out, err := b.java("kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qk", "-c", b.props()).CombinedOutput(); err != nil {
+		b.t.Fatalf("format the broker's storage: %v\n%s", err, out)
+	}
 }
 
 // Brokers are the broker's addresses.
@@ -78,6 +172,12 @@ func (b *Broker) java(class string, args ...string) *exec.Cmd {
 // Start runs the broker (again) and waits until it answers.
 func (b *Broker) Start() {
 	b.t.Helper()
+	b.launch()
+	b.waitServing()
+}
+
+func (b *Broker) launch() {
+	b.t.Helper()
 	log, err := os.OpenFile(filepath.Join(b.dir, "kafka.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		b.t.Fatal(err)
@@ -89,6 +189,10 @@ func (b *Broker) Start() {
 	}
 	b.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); log.Close(); close(done) }(b.cmd, b.exited)
+}
+
+func (b *Broker) waitServing() {
+	b.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	// Answering metadata is not serving: after a SIGKILL the restarted node's controller keeps
