@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -30,10 +31,18 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	skipKafka := fs.Bool("skip-kafka", false, "only apply the ClickHouse schema")
 	skipClickHouse := fs.Bool("skip-clickhouse", false, "only create the Kafka topics")
 	replication := fs.Int("replication-factor", 0, "replicas of each topic: new topics get this many, existing ones must have at least this many (0: the broker's default, not checked)")
+	minISR := fs.Int("min-insync-replicas", 0, "min.insync.replicas of each topic, set and verified like its other settings: with acks=all (every Tally writer) a write "+
+		"is acknowledged only once this many replicas have it, and refused while fewer are in sync (0: the broker's default, not set)")
 	lockWait := fs.Duration("lock-wait", 2*time.Minute, "how long to wait for another migrator of the database")
 	lockStale := fs.Duration("lock-stale-after", 10*time.Minute, "age after which a migrator's lock is taken to be left by a dead one and taken over (longer than the longest migration)")
 	if err := env.parse(fs, args); err != nil {
 		return err
+	}
+	if *minISR < 0 || *replication < 0 {
+		return errors.New("--replication-factor and --min-insync-replicas must not be negative")
+	}
+	if *replication > 0 && *minISR > *replication {
+		return fmt.Errorf("--min-insync-replicas %d is more than --replication-factor %d: no write could ever be acknowledged", *minISR, *replication)
 	}
 	log, err := lf.logger(env)
 	if err != nil {
@@ -43,19 +52,22 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	defer cancel()
 	if !*skipKafka {
 		ret := strconv.FormatInt(retention.Milliseconds(), 10)
-		compact := map[string]string{"cleanup.policy": "compact"}
+		compact := func() map[string]string { return map[string]string{"cleanup.policy": "compact"} }
 		specs := []kafkax.TopicSpec{
 			{Name: *tf.usage, Partitions: *partitions, Configs: map[string]string{"retention.ms": ret}},
 			{Name: *tf.dlq, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": ret}},
 			{Name: *tf.accounts, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
 			{Name: *tf.ledger, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
 			{Name: *tf.billing, Partitions: *otherPartitions, Configs: map[string]string{"retention.ms": "-1"}},
-			{Name: *tf.status, Partitions: *otherPartitions, Configs: compact},
-			{Name: *tf.totals, Partitions: *otherPartitions, Configs: compact},
+			{Name: *tf.status, Partitions: *otherPartitions, Configs: compact()},
+			{Name: *tf.totals, Partitions: *otherPartitions, Configs: compact()},
 			{Name: *tf.journal, Partitions: 1, ExactPartitions: true, Configs: map[string]string{"retention.ms": "-1"}},
 		}
 		for i := range specs {
 			specs[i].ReplicationFactor = *replication
+			if *minISR > 0 {
+				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(*minISR)
+			}
 		}
 		checks, err := kafkax.EnsureTopics(ctx, kf.list(), specs...)
 		for _, c := range checks {

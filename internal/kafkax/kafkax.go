@@ -291,26 +291,81 @@ func repairConfigs(ctx context.Context, client *kafka.Client, s TopicSpec) ([]st
 // TopicRetention is the topic's retention.ms (negative: records are kept for ever).
 func TopicRetention(ctx context.Context, brokers []string, topic string) (time.Duration, error) {
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
-		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"retention.ms"}}}})
+	v, err := topicSetting(ctx, client, topic, "retention.ms")
 	if err != nil {
-		return 0, fmt.Errorf("describe the retention of %s: %w", topic, err)
+		return 0, err
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("retention.ms of %s is %q", topic, v)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// topicSetting is the value in force of one setting of a topic (its own, or the broker's default).
+func topicSetting(ctx context.Context, client *kafka.Client, topic, name string) (string, error) {
+	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{name}}}})
+	if err != nil {
+		return "", fmt.Errorf("describe %s of %s: %w", name, topic, err)
 	}
 	for _, r := range resp.Resources {
 		if r.Error != nil {
-			return 0, fmt.Errorf("describe the retention of %s: %w", topic, r.Error)
+			return "", fmt.Errorf("describe %s of %s: %w", name, topic, r.Error)
 		}
 		for _, e := range r.ConfigEntries {
-			if e.ConfigName == "retention.ms" {
-				ms, err := strconv.ParseInt(e.ConfigValue, 10, 64)
-				if err != nil {
-					return 0, fmt.Errorf("retention.ms of %s is %q", topic, e.ConfigValue)
-				}
-				return time.Duration(ms) * time.Millisecond, nil
+			if e.ConfigName == name {
+				return e.ConfigValue, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("the broker did not say the retention of %s", topic)
+	return "", fmt.Errorf("the broker did not say %s of %s", name, topic)
+}
+
+// Replication is what the cluster says of a topic's replicas now.
+type Replication struct {
+	MinInSync int // the topic's min.insync.replicas
+	// Short are the partitions with fewer in-sync replicas than MinInSync: with acks=all (every
+	// Tally writer) a write to them is refused (NOT_ENOUGH_REPLICAS) until a replica catches up.
+	Short []ShortPartition
+}
+
+// ShortPartition is a partition below its topic's min.insync.replicas.
+type ShortPartition struct {
+	Partition, InSync, Replicas int
+}
+
+// DescribeReplication asks a fresh view of the cluster (not kafka-go's cached metadata) for the
+// in-sync replicas of every partition of topic.
+func DescribeReplication(ctx context.Context, brokers []string, topic string) (Replication, error) {
+	tr := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: tr}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return Replication{}, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		if len(md.Topics) == 1 {
+			err = md.Topics[0].Error
+		}
+		return Replication{}, fmt.Errorf("describe topic %s: %v", topic, err)
+	}
+	v, err := topicSetting(ctx, client, topic, "min.insync.replicas")
+	if err != nil {
+		return Replication{}, err
+	}
+	r := Replication{}
+	if r.MinInSync, err = strconv.Atoi(v); err != nil {
+		return Replication{}, fmt.Errorf("min.insync.replicas of %s is %q", topic, v)
+	}
+	for _, p := range md.Topics[0].Partitions {
+		if len(p.Isr) < r.MinInSync {
+			r.Short = append(r.Short, ShortPartition{Partition: p.ID, InSync: len(p.Isr), Replicas: len(p.Replicas)})
+		}
+	}
+	sort.Slice(r.Short, func(i, j int) bool { return r.Short[i].Partition < r.Short[j].Partition })
+	return r, nil
 }
 
 // CloudEventHeaders mark a record holding one structured-mode CloudEvent, as the CloudEvents
