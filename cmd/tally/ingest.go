@@ -38,6 +38,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	maxInFlight := fs.Int("max-in-flight", 1024, "most requests waiting on Kafka at once; more are answered 503 at once")
 	bodyTimeout := fs.Duration("body-timeout", 10*time.Second, "longest wait for a request's body; 408 after it")
 	retryAfter := fs.Duration("retry-after", time.Second, "after a failed publish, answer 503 (Retry-After) at once for this long, then try Kafka with one request")
+	replicaCheck := fs.Duration("replica-check-interval", 10*time.Second, "how often to check that every usage partition has min.insync.replicas in sync (ingest is not ready while one has not; 0: never)")
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
@@ -68,6 +69,14 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	r.admin.AddCheck("kafka writes", handler.Ready)
+	if *replicaCheck > 0 {
+		watch, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: kf.list(), Topic: *tf.usage, Interval: *replicaCheck}, log, r.registry)
+		if err != nil {
+			return err
+		}
+		r.admin.AddCheck("usage replicas in sync", watch.Ready)
+		go watch.Run(ctx)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
 	acfg := producer.DefaultConfig(kf.list(), *tf.accounts)
