@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,9 +50,25 @@ func TestBillingSurvivesServiceRestarts(t *testing.T) {
 	survive(t, setupOn(t, b.Brokers(), ch), 60_000, &faults{broker: b, clickhouse: ch})
 }
 
-// faults are the services a run may kill and restart besides the roles.
+// Scale-out: the same run on a three-node Kafka cluster (topics replicated to three, min.insync
+// replicas 2, as `tally migrate --replication-factor 3 --min-insync-replicas 2` makes them), one
+// node SIGKILLed at a time while the roles run, started again, and the next one killed only once
+// the first is back in sync. Ingest answers 200 only for usage the cluster acknowledged: every
+// event that got one is in ClickHouse once, and the billing topic equals the replay.
+func TestBillingSurvivesBrokerKillsOnAThreeNodeCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills cluster nodes for two minutes")
+	}
+	c := testinfra.StartCluster(t, 3)
+	e := setupOn(t, c.Brokers(), nil)
+	survive(t, e, 60_000, &faults{cluster: c})
+}
+
+// faults are the services a run may kill and restart besides the roles: a broker (or a node of
+// a cluster) and ClickHouse.
 type faults struct {
 	broker     *testinfra.Broker
+	cluster    *testinfra.Cluster
 	clickhouse *testinfra.ClickHouseServer
 }
 
@@ -77,7 +94,7 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	ingestAddr := testinfra.FreeAddr(t)
 	startIngest := func() *exec.Cmd {
 		cmd := exec.Command(bin, "ingest", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage,
-			"--http-addr", ingestAddr, "--admin-addr", "127.0.0.1:0", "--log-level", "error")
+			"--http-addr", ingestAddr, "--admin-addr", "127.0.0.1:0", "--log-level", roleLogLevel("error"))
 		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -89,7 +106,9 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	// clock reaches the real present about 67 s in, after which Kafka refuses the record times
 	// (an hour ahead at most): a run that falls that far behind fails here instead of looping.
 	client := http.Client{Timeout: 5 * time.Second}
-	post := func(body string) {
+	var acceptedMu sync.Mutex
+	accepted := map[string]bool{} // usage ids ingest answered 200 for
+	post := func(id, body string) {
 		for ctx.Err() == nil {
 			if now().After(time.Now()) {
 				t.Errorf("the run fell behind its virtual clock, now ahead of real time: usage can no longer be ingested")
@@ -100,6 +119,9 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
+					acceptedMu.Lock()
+					accepted[id] = true
+					acceptedMu.Unlock()
 					return
 				}
 			}
@@ -109,7 +131,7 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	startSink := func() *exec.Cmd {
 		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-usage-dlq", e.dlq,
 			"--group", e.sinkGroup, "--clickhouse-http", e.chHTTP, "--clickhouse-database", e.db,
-			"--batch-rows", "50", "--flush-interval", "50ms", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0", "--log-level", "error")
+			"--batch-rows", "50", "--flush-interval", "50ms", "--session-timeout", "6s", "--admin-addr", "127.0.0.1:0", "--log-level", roleLogLevel("error"))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -120,7 +142,7 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 		cmd := exec.Command(bin, "settle", "--kafka-brokers", strings.Join(e.brokers, ","), "--topic-usage", e.usage, "--topic-accounts", e.accounts,
 			"--topic-ledger", e.ledger, "--topic-billing", e.billing, "--topic-account-status", e.status, "--topic-settle-journal", e.journal,
 			"--sink-group", e.sinkGroup, "--leader-group", "", "--clickhouse-http", e.chHTTP, "--clickhouse-database", e.db,
-			"--grace", "1h", "--poll-interval", "20ms", "--admin-addr", "127.0.0.1:0", "--log-level", "warn")
+			"--grace", "1h", "--poll-interval", "20ms", "--admin-addr", "127.0.0.1:0", "--log-level", roleLogLevel("warn"))
 		cmd.Env = append(os.Environ(), "TALLY_VIRTUAL_CLOCK="+spec)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -144,7 +166,8 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 				time.Sleep(2 * time.Millisecond)
 			}
 			for _, acct := range []string{"acme", "poor", "zed"} {
-				post(string(contract.MustEncode(contract.Event{ID: fmt.Sprintf("%s-%d", acct, day), Source: "gw", Type: contract.UsageType, Time: d,
+				id := fmt.Sprintf("%s-%d", acct, day)
+				post(id, string(contract.MustEncode(contract.Event{ID: id, Source: "gw", Type: contract.UsageType, Time: d,
 					Data: contract.UsageData{Account: acct, Service: "image-tagging", Calls: int64(20_000 + day*500)}})))
 			}
 			if day == 10 || day == 40 {
@@ -178,6 +201,14 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	r := rand.New(rand.NewPCG(9, 9))
 	kills, selfExits, brokerRestarts, chRestarts := 0, 0, 0, 0
 	ingestProc, sinkProc, settleProc := supervise(startIngest), supervise(startSink), supervise(start)
+	keepUp := func() { // a supervisor restarts what exits, to the end of the run
+		for _, p := range []**proc{&ingestProc, &sinkProc, &settleProc} {
+			if (*p).exited() {
+				*p = supervise((*p).start)
+				selfExits++
+			}
+		}
+	}
 	// A restarted sink waits out its predecessor's session (6 s) before it consumes again: killed
 	// more often than that it would never write, and the run would only measure that.
 	sinkStarted, brokerStarted := time.Now(), time.Now()
@@ -186,15 +217,17 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 		case <-traffic:
 		default:
 			time.Sleep(time.Duration(700+r.IntN(2500)) * time.Millisecond)
-			for _, p := range []**proc{&ingestProc, &sinkProc, &settleProc} { // a supervisor restarts what exits
-				if (*p).exited() {
-					*p = supervise((*p).start)
-					selfExits++
-				}
-			}
+			keepUp()
 			target := r.IntN(3)
 			if services != nil && r.IntN(3) == 0 && time.Since(brokerStarted) > 12*time.Second {
-				target = 3 + (brokerRestarts+chRestarts)%2 // the broker and ClickHouse in turn
+				switch {
+				case services.cluster != nil:
+					target = 5
+				case services.clickhouse == nil:
+					target = 3
+				default:
+					target = 3 + (brokerRestarts+chRestarts)%2 // the broker and ClickHouse in turn
+				}
 			}
 			if target == 1 && time.Since(sinkStarted) < 10*time.Second {
 				target = 2
@@ -220,6 +253,17 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 				brokerRestarts++
 				brokerStarted = time.Now()
 				continue
+			case 5:
+				// One node down for a few seconds of traffic; the next is killed only after this
+				// one has caught up, so two replicas of every partition always hold each write.
+				node := services.cluster.Nodes[brokerRestarts%len(services.cluster.Nodes)]
+				node.Kill()
+				time.Sleep(time.Duration(2000+r.IntN(3000)) * time.Millisecond)
+				node.Start()
+				services.cluster.WaitInSync(2*time.Minute, e.usage, e.accounts, e.ledger, e.billing, e.status, e.journal, e.dlq)
+				brokerRestarts++
+				brokerStarted = time.Now()
+				continue
 			default:
 				services.clickhouse.Kill()
 				time.Sleep(time.Duration(r.IntN(3000)) * time.Millisecond)
@@ -239,14 +283,16 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 		}
 	}()
 	for !now().After(at("2026-10-01T03:00:00+08:00")) {
+		keepUp()
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.billingLinesUntil(t, func(lines []string) bool { // wait for the last month's settlement …
+		keepUp()
 		return strings.Contains(strings.Join(lines, "\n"), `"id":"tally.bill.issued.v1:bill:zed:2026-09"`)
 	})
 	time.Sleep(2 * time.Second) // … and the rest of it
-	got := e.billingLinesUntil(t, func([]string) bool { return true })
-	journalledOnce(t, e)
+	got, billingCopies := distinctEvents(t, e.billingLinesUntil(t, func([]string) bool { return true }))
+	journalCopies := journalledOnce(t, e)
 	want := replayExport(t, e)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("after %d kills the billing topic differs from replay of the export\n--- billing topic\n%s\n--- replay\n%s", kills, strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -254,11 +300,7 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	seen := map[string]bool{}
 	for _, line := range got {
 		id := line[strings.Index(line, `"id":"`)+6:]
-		id = id[:strings.Index(id, `"`)]
-		if seen[id] {
-			t.Fatalf("%s emitted twice", id)
-		}
-		seen[id] = true
+		seen[id[:strings.Index(id, `"`)]] = true
 	}
 	for _, must := range []string{"tally.account.suspended.v1:hold:poor:2026-09", "tally.bill.issued.v1:bill:acme:2026-09"} {
 		if !seen[must] {
@@ -275,6 +317,14 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	if !strings.Contains(zedSeptember, `"adjustments":[{"period":"2026-08"`) {
 		t.Errorf("zed's September bill adjusts no August line: %s", zedSeptember)
 	}
+	// Nothing ingest accepted is lost: each id it answered 200 for is in usage_events.
+	var stored uint64
+	if err := e.conn.QueryRow(context.Background(), "SELECT uniqExact(id) FROM "+e.db+".usage_events").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != uint64(len(accepted)) {
+		t.Errorf("ingest accepted %d usage events; usage_events holds %d distinct ids", len(accepted), stored)
+	}
 	if services != nil {
 		loc, _ := time.LoadLocation("Asia/Shanghai")
 		audit, err := sink.Audit(context.Background(), e.conn, sink.AuditConfig{Brokers: e.brokers, Topic: e.usage, DLQTopic: e.dlq, Group: e.sinkGroup,
@@ -288,8 +338,17 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 			}
 		}
 	}
-	t.Logf("%d role kills, %d broker restarts, %d ClickHouse restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log",
-		kills, brokerRestarts, chRestarts, selfExits, len(got))
+	t.Logf("%d role kills, %d broker restarts, %d ClickHouse restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log; "+
+		"write retries repeated %d billing events and %d journal records", kills, brokerRestarts, chRestarts, selfExits, len(got), billingCopies, journalCopies)
+}
+
+// roleLogLevel is the log level of the role processes a test starts: def, or TALLY_TEST_ROLE_LOG
+// when set (info or debug, to see what a failed run's roles did).
+func roleLogLevel(def string) string {
+	if v := os.Getenv("TALLY_TEST_ROLE_LOG"); v != "" {
+		return v
+	}
+	return def
 }
 
 // proc is a role process under a supervisor: it can tell that it exited, be killed, be stopped.
