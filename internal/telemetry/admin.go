@@ -21,10 +21,11 @@ import (
 // Check is a readiness check: nil when the dependency answers.
 type Check func(ctx context.Context) error
 
-// NewRegistry is a registry with the Go runtime and process collectors.
+// NewRegistry is a registry with the Go runtime, process and build (go_build_info: the module
+// version each instance runs) collectors.
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewBuildInfoCollector())
 	return r
 }
 
