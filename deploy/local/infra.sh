@@ -136,11 +136,14 @@ cluster_answers() {
   done
 }
 
+# cluster_down stops the nodes in parallel: stopped one after another, the last one waits for a
+# controller quorum that is gone and has to be killed.
 cluster_down() {
   local n
   for n in $(cluster_nodes); do
-    [ -f "$state/kafka-cluster/node-$n/pid" ] && stop_one "kafka-cluster/node-$n"
+    [ -f "$state/kafka-cluster/node-$n/pid" ] && stop_one "kafka-cluster/node-$n" &
   done
+  wait
   return 0
 }
 
