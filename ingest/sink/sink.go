@@ -252,10 +252,9 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		s.metrics.InsertSeconds.Observe(time.Since(start).Seconds())
 		telemetry.AddInt(s.metrics.Rows, int64(len(rows)))
 	}
-	pctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": "progress-" + token}))
-	if err := s.ch.Exec(pctx, "INSERT INTO sink_progress (consumer, kafka_topic, kafka_partition, next_offset, rows, dead_letters, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-		s.cfg.Group, b.topic, int32(b.partition), last+1, uint32(len(rows)), uint32(len(dead)), time.Now().UTC()); err != nil {
-		return fmt.Errorf("record progress %s: %w", token, err)
+	if err := RecordProgress(ctx, s.ch, ProgressRow{Consumer: s.cfg.Group, Topic: b.topic, Partition: b.partition, Next: last + 1,
+		Rows: uint32(len(rows)), DeadLetters: uint32(len(dead)), Token: "progress-" + token}); err != nil {
+		return err
 	}
 	s.metrics.BatchRows.Observe(float64(len(b.msgs)))
 	return nil
@@ -263,14 +262,41 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 
 // progress is the next offset to read for partition, from ClickHouse (FirstOffset when none).
 func (s *Sink) progress(ctx context.Context, partition int) (int64, error) {
-	var next int64
-	err := s.ch.QueryRow(ctx, "SELECT max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
-		s.cfg.Group, s.cfg.Topic, int32(partition)).Scan(&next)
-	if err != nil {
-		return 0, fmt.Errorf("read progress of partition %d: %w", partition, err)
-	}
-	if next == 0 {
+	next, err := Progress(ctx, s.ch, s.cfg.Group, s.cfg.Topic, partition)
+	if next == 0 && err == nil {
 		return kafka.FirstOffset, nil
+	}
+	return next, err
+}
+
+// ProgressRow is a row of sink_progress: consumer has written topic's partition up to Next.
+type ProgressRow struct {
+	Consumer, Topic   string
+	Partition         int
+	Next              int64
+	Rows, DeadLetters uint32
+	// Token is the insert's deduplication token: a retried write of the same batch is dropped.
+	Token string
+}
+
+// RecordProgress writes p; write it only once the batch it ends is durable.
+func RecordProgress(ctx context.Context, ch driver.Conn, p ProgressRow) error {
+	pctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": p.Token}))
+	if err := ch.Exec(pctx, "INSERT INTO sink_progress (consumer, kafka_topic, kafka_partition, next_offset, rows, dead_letters, written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		p.Consumer, p.Topic, int32(p.Partition), p.Next, p.Rows, p.DeadLetters, time.Now().UTC()); err != nil {
+		return fmt.Errorf("record progress %s: %w", p.Token, err)
+	}
+	return nil
+}
+
+// Progress is the offset after the last record consumer wrote of topic's partition, by what
+// ClickHouse holds (0 when nothing is recorded): where a consumer resumes.
+func Progress(ctx context.Context, ch driver.Conn, consumer, topic string, partition int) (int64, error) {
+	var next int64
+	err := ch.QueryRow(ctx, "SELECT max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
+		consumer, topic, int32(partition)).Scan(&next)
+	if err != nil {
+		return 0, fmt.Errorf("read the progress of %s/%d: %w", topic, partition, err)
 	}
 	return next, nil
 }
