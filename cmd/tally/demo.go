@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 	"github.com/shopspring/decimal"
 
@@ -101,7 +102,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	roleErr := make(chan error, 5)
+	roleErr := make(chan error, 6)
 	start := func(name string, run func(context.Context, *environment, []string) error, extra ...string) {
 		wg.Add(1)
 		go func() {
@@ -115,6 +116,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	start("sink", runSink, append(ch, "--group", "demo-"+id+"-sink", "--flush-interval", "100ms", "--admin-addr", "127.0.0.1:19102")...)
 	start("aggregate", runAggregate, append(ch, "--group", "demo-"+id+"-agg", "--api-addr", "127.0.0.1:18081", "--admin-addr", "127.0.0.1:19103")...)
 	start("settle", runSettle, append(ch, "--sink-group", "demo-"+id+"-sink", "--leader-group", "demo-"+id+"-settle", "--grace", "1h", "--poll-interval", "50ms", "--admin-addr", "127.0.0.1:19104")...)
+	start("billsink", runBillsink, append(ch, "--group", "demo-"+id+"-billsink", "--flush-interval", "100ms", "--admin-addr", "127.0.0.1:19106")...)
 	start("ledger-example", runLedgerExample, "--balances", "initech=50", "--ledger-addr", "127.0.0.1:18082", "--ledger-admin-addr", "127.0.0.1:19105")
 	defer func() { cancel(); wg.Wait() }()
 	time.Sleep(2 * time.Second)
@@ -197,6 +199,70 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	}
 	fmt.Fprintf(out, "✓ `tally audit`: every one of the usage topic's %d records is a usage row (%d), a gateway retry of one (%d) or a dead letter (%d), exactly once\n",
 		rows+retries+dead, rows, retries, dead)
+	return printRevenue(ctx, out, conn, kf.list(), topic("billing"), "demo-"+id+"-billsink", events)
+}
+
+// printRevenue waits for the billsink to have copied the whole billing topic, prints the
+// README's revenue query over bill_lines, and checks that the bills table adds up to the bills
+// on the topic.
+func printRevenue(ctx context.Context, out io.Writer, conn driver.Conn, brokers []string, topic, group string, events []billingEvent) error {
+	ends, err := kafkax.EndOffsets(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		behind := 0
+		for p, end := range ends {
+			if next, err := sink.Progress(ctx, conn, group, topic, p); err != nil || next < end {
+				behind++
+			}
+		}
+		if behind == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the billsink has not copied the billing topic after a minute (%d partitions behind)", behind)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	rows, err := conn.Query(ctx, "SELECT period, service, count(), sum(amount) FROM bill_lines FINAL GROUP BY period, service ORDER BY period, service")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	fmt.Fprintf(out, "\nRevenue per month and service, in SQL (SELECT period, service, count(), sum(amount) FROM bill_lines FINAL GROUP BY period, service)\n\n")
+	fmt.Fprintf(out, "  %-8s %-26s %6s %12s\n", "period", "service", "bills", "amount")
+	for rows.Next() {
+		var period uint32
+		var service string
+		var n uint64
+		var amount decimal.Decimal
+		if err := rows.Scan(&period, &service, &n, &amount); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  %-8d %-26s %6d %12s\n", period, service, n, amount.StringFixed(2))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	onTopic := decimal.Zero
+	for _, e := range events {
+		if e.Type == contract.BillIssuedType {
+			var b contract.Bill
+			if err := json.Unmarshal(e.Data, &b); err != nil {
+				return err
+			}
+			onTopic = onTopic.Add(decimal.RequireFromString(b.Total))
+		}
+	}
+	var inTable decimal.Decimal
+	if err := conn.QueryRow(ctx, "SELECT sum(total) FROM bills FINAL").Scan(&inTable); err != nil {
+		return err
+	}
+	if !inTable.Equal(onTopic) {
+		return fmt.Errorf("the bills table totals %s, the bills on the billing topic %s", inTable.StringFixed(2), onTopic.StringFixed(2))
+	}
+	fmt.Fprintf(out, "\n✓ `tally billsink`: the bills table totals %s, to the cent what the bills on the billing topic total\n", inTable.StringFixed(2))
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/settle/billsink"
 	settleworker "github.com/tally-billing/tally/settle/worker"
 )
 
@@ -127,6 +128,7 @@ func roleMetrics(t *testing.T) map[string]map[string]bool {
 	sink.NewMetrics(rec)
 	aggworker.NewMetrics(rec)
 	settleworker.NewMetrics(rec)
+	billsink.NewMetrics(rec)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if _, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "u", Interval: time.Second}, log, rec); err != nil {
 		t.Fatal(err)

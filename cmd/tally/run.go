@@ -14,7 +14,7 @@ import (
 
 func init() {
 	register("run", command{
-		summary: "migrate, then run every role (ingest, sink, aggregate, settle) in one process",
+		summary: "migrate, then run every role (ingest, sink, aggregate, settle, billsink) in one process",
 		run:     runAll,
 	})
 	register("ledger-example", command{
@@ -35,7 +35,7 @@ func runAll(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	roles := map[string]func(context.Context, *environment, []string) error{
-		"ingest": runIngest, "sink": runSink, "aggregate": runAggregate, "settle": runSettle,
+		"ingest": runIngest, "sink": runSink, "aggregate": runAggregate, "settle": runSettle, "billsink": runBillsink,
 	}
 	if *withLedger {
 		roles["ledger-example"] = runLedgerExample
