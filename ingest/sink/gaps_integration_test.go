@@ -70,7 +70,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // Kafka's own kafka-delete-records tool) stop the partition loudly (readiness, metric, a
 // usage_gaps row) instead of being skipped, until an operator acknowledges the loss.
 func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
-	e := setup(t, 1)
+	e := setupWith(t, 1, map[string]string{"retention.ms": "604800000"}) // 7 days: the gauge reports it
 	produce(t, e, usageRecords(0, 10))
 	drain(t, e)
 
@@ -120,7 +120,7 @@ func TestSinkStopsOnRecordsDeletedBeforeItReadThem(t *testing.T) {
 	if v := testutil.ToFloat64(m.Stopped.WithLabelValues("0", sink.GapDeleted)); v != 0 {
 		t.Fatalf("stopped-records gauge %v after the acknowledgement", v)
 	}
-	if v := testutil.ToFloat64(m.Retention); v != 7*24*3600 { // the broker's default: 168 h
+	if v := testutil.ToFloat64(m.Retention); v != 7*24*3600 {
 		t.Errorf("retention gauge %v; want 604800", v)
 	}
 	eventually(t, "the unwritten-age gauge to say caught up", func() bool { return testutil.ToFloat64(m.UnwrittenAge.WithLabelValues("0")) == 0 })

@@ -33,9 +33,12 @@ type env struct {
 	partitions      int
 }
 
-func setup(t testing.TB, partitions int) *env {
+func setup(t testing.TB, partitions int) *env { return setupWith(t, partitions, nil) }
+
+// setupWith is setup with the usage topic's configs.
+func setupWith(t testing.TB, partitions int, configs map[string]string) *env {
 	t.Helper()
-	brokers, topic := testinfra.Topic(t, partitions, nil)
+	brokers, topic := testinfra.Topic(t, partitions, configs)
 	_, dlq := testinfra.Topic(t, 1, nil)
 	// Over HTTP, as the roles talk to ClickHouse: the local chDB engine aborts when a native
 	// client dies mid-query, which stopping an in-process worker can do.
