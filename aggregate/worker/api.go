@@ -59,6 +59,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/accounts/{account}/usage", a.usage)
 	mux.HandleFunc("GET /v1/accounts/{account}/status", a.status)
 	mux.HandleFunc("GET /v1/accounts/{account}/terms", a.terms)
+	mux.HandleFunc("GET /v1/accounts/{account}/history", a.history)
 	mux.HandleFunc("GET /accounts/{account}", a.page)
 	return mux
 }
@@ -82,8 +83,7 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // termsLoaded fails while the accounts topic is still being read from its start.
@@ -221,8 +221,7 @@ func (a *API) terms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // accountTerms is the terms answer of account as of now; left gives what a service's packs have
@@ -309,7 +308,11 @@ func termsOf(service string, inputs []settle.Input, now, monthStart time.Time) S
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	_ = json.NewEncoder(w).Encode(body)
 }

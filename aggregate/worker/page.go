@@ -29,6 +29,8 @@ type pageData struct {
 	Services                        []serviceBar
 	Total                           string
 	Terms                           []ServiceTerms
+	History                         History
+	HistoryError                    string // why the history could not be read, if it could not
 }
 
 // serviceBar is one service's month as a bar: the calls the free pack, prepaid packs and the bill
@@ -73,6 +75,11 @@ func (a *API) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := pageData{Account: account, Period: usage.Period, Currency: usage.Currency, AsOf: terms.AsOf, Terms: terms.Services}
+	// The history is a report beside the month: when it cannot be read the page says why and
+	// shows the rest.
+	if data.History, err = a.accountHistory(r.Context(), account, HistoryLimits{Bills: 3, Holds: 10}); err != nil {
+		data.HistoryError = err.Error()
+	}
 	if a.Statuses != nil && a.Statuses.Loaded(r.Context()) == nil {
 		st := a.Statuses.Get(account)
 		data.Status = &st

@@ -69,7 +69,7 @@ func checkAccountPage(t *testing.T, api http.Handler, account string, wants []st
 	}
 	if shot := os.Getenv("TALLY_SCREENSHOT"); shot != "" {
 		abs, _ := filepath.Abs(shot)
-		headless(t, url, "--screenshot="+abs, "--window-size=960,1000", "--hide-scrollbars")
+		headless(t, url, "--screenshot="+abs, "--window-size=960,1900", "--hide-scrollbars")
 		if st, err := os.Stat(abs); err != nil || st.Size() == 0 {
 			t.Fatalf("no screenshot at %s: %v", abs, err)
 		}

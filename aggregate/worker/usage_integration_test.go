@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
+	"github.com/tally-billing/tally/settle/billsink"
 )
 
 // GET /v1/accounts/{a}/usage prices the running totals the way the bill will: the free pack, then
@@ -147,7 +150,44 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	if rec.Code != http.StatusOK || fmt.Sprint(terms.Services) != wantTerms {
 		t.Fatalf("terms: %d\n got %v\nwant %s", rec.Code, terms.Services, wantTerms)
 	}
-	// The account page, rendered by a real browser: a bar per service, the total so far, the terms.
+	// The history: the quarter scenario's billing topic, copied by `tally billsink`.
+	copyBilling(t, e, "../../settle/testdata/scenarios/quarter.golden.jsonl")
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/accounts/"+acct+"/history?bills=2", nil))
+	var history worker.History
+	_ = json.Unmarshal(rec.Body.Bytes(), &history)
+	var summary []string
+	for _, b := range history.Bills {
+		summary = append(summary, fmt.Sprintf("%s %s %v %v", b.Period, b.Total, b.Lines, b.Adjustments))
+	}
+	for _, h := range history.Holds {
+		summary = append(summary, fmt.Sprintf("%s %s %s %s %s %s", h.At, h.Kind, h.HoldID, h.Amount, h.ForPeriod, h.BasisPeriod))
+	}
+	wantHistory := "2026-10 0.00 [{image-tagging true 5000 5000 0 0 1 2.5 0.00}] []|" +
+		"2026-09 -147.30 [{image-tagging true 20000 10000 0 10000 1 2.5 25.00} {vehicle-recognition true 50000 10000 0 40000 1 3 120.00}] [{2026-08 image-tagging 999001 1001001 -292.30}]|" +
+		"2026-11-01T00:00:00+08:00 released hold:acme:2026-10 145.00  |" +
+		"2026-10-01T00:00:00+08:00 requested hold:acme:2026-10 145.00 2026-10 2026-09|" +
+		"2026-10-01T00:00:00+08:00 released hold:acme:2026-09 2472.50  |" +
+		"2026-09-01T00:00:00+08:00 requested hold:acme:2026-09 2472.50 2026-09 2026-08"
+	if rec.Code != http.StatusOK || strings.Join(summary, "|") != wantHistory || len(history.StatusChanges) != 0 {
+		t.Fatalf("history: %d\n got %s (status changes %v)\nwant %s", rec.Code, strings.Join(summary, "|"), history.StatusChanges, wantHistory)
+	}
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/accounts/initech/history", nil))
+	history = worker.History{}
+	_ = json.Unmarshal(rec.Body.Bytes(), &history)
+	if got := fmt.Sprint(history.StatusChanges); got != "[{resumed hold_placed 2026-09-03T12:00:05+08:00} {suspended hold_failed 2026-09-01T02:00:00+08:00}]" {
+		t.Fatalf("initech's status history: %s", got)
+	}
+	// The account page, rendered by a real browser: a bar per service, the total so far, the
+	// terms, the last bills with their lines and adjustments, the holds.
+	checkAccountPage(t, api, acct, []string{
+		`<div class="bill" data-bill="bill:acme:2026-09">`,
+		`<span class="bill-total">-147.30</span> CNY`,
+		`<td>vehicle-recognition</td><td>50000</td><td>10000</td><td>0</td><td>40000</td><td>1</td><td>3</td><td>120.00</td>`,
+		`adjusts 2026-08: 999001 → 1001001 calls</td><td>-292.30</td>`,
+		`<td>hold:acme:2026-10</td><td>requested for 2026-10 (from 2026-09)</td><td>145.00</td>`,
+	})
 	checkAccountPage(t, api, acct, []string{
 		`<h1 id="account">acme</h1>`,
 		`data-service="image-tagging" data-calls="1000000"`,
@@ -176,5 +216,40 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	wantNov := []worker.ServiceUsage{{Service: "vehicle-recognition", Activated: true, FreeCallsLeft: 10_000, PrepaidCallsLeft: 1_000, UnitPrice: "3", AmountSoFar: "0.00", Tier: 1}}
 	if fmt.Sprint(nov.Services) != fmt.Sprint(wantNov) {
 		t.Fatalf("November:\n got %+v\nwant %+v", nov.Services, wantNov)
+	}
+}
+
+// copyBilling puts the billing events of a golden file on a topic of their own and copies them
+// into the test's database with the billsink, as `tally billsink` would.
+func copyBilling(t *testing.T, e *env, golden string) {
+	t.Helper()
+	raw, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers, topic := testinfra.Topic(t, 2, nil)
+	var msgs []kafka.Message
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var ev struct{ Subject string }
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.Subject), Value: []byte(line)})
+	}
+	testinfra.Produce(t, brokers, topic, msgs)
+	group := testinfra.UniqueName(t, "billsink")
+	s, err := billsink.New(billsink.Config{Brokers: brokers, Topic: topic, Group: group, BatchRows: 100, FlushInterval: 50 * time.Millisecond, SessionTimeout: 6 * time.Second},
+		e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), billsink.NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, brokers, topic, 2), time.Minute,
+		"SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? GROUP BY kafka_partition", group)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
