@@ -317,7 +317,12 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	if !strings.Contains(zedSeptember, `"adjustments":[{"period":"2026-08"`) {
 		t.Errorf("zed's September bill adjusts no August line: %s", zedSeptember)
 	}
-	// Nothing ingest accepted is lost: each id it answered 200 for is in usage_events.
+	// Nothing ingest accepted is lost: each id it answered 200 for is in usage_events, once the
+	// sink has written the tail (usage after the last settlement instant; a broker kill near the
+	// end can leave it seconds behind).
+	keepUp()
+	testinfra.WaitForOffsets(t, e.conn, testinfra.EndOffsets(t, e.brokers, e.usage, 2), 2*time.Minute,
+		"SELECT kafka_partition, max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? GROUP BY kafka_partition", e.sinkGroup, e.usage)
 	var stored uint64
 	if err := e.conn.QueryRow(context.Background(), "SELECT uniqExact(id) FROM "+e.db+".usage_events").Scan(&stored); err != nil {
 		t.Fatal(err)
