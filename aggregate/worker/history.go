@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/tally-billing/tally/contract"
@@ -25,22 +26,17 @@ type History struct {
 	Limits        HistoryLimits  `json:"limits"`
 }
 
-// HistoryLimits are how many of each the answer holds at most.
+// HistoryLimits are how many of each the answer holds at most; status changes are limited
+// like holds (each hold failure or placement can bring one).
 type HistoryLimits struct {
 	Bills int `json:"bills"`
 	Holds int `json:"holds"`
-	// StatusChanges: as many as holds.
 }
 
-// HistoryBill is one bill as the billing topic carried it.
+// HistoryBill is one bill as the billing topic carried it, with when it was issued.
 type HistoryBill struct {
-	BillID      string                `json:"bill_id"`
-	Period      string                `json:"period"`
-	Currency    string                `json:"currency"`
-	Total       string                `json:"total"`
-	IssuedAt    string                `json:"issued_at"`
-	Lines       []contract.BillLine   `json:"lines"`
-	Adjustments []contract.Adjustment `json:"adjustments"`
+	contract.Bill
+	IssuedAt string `json:"issued_at"`
 }
 
 // HistoryHold is a hold asked of the ledger, or released.
@@ -110,122 +106,112 @@ func (a *API) accountHistory(ctx context.Context, account string, limits History
 		return History{}, fmt.Errorf("read the %s (filled by `tally billsink`; `tally migrate` creates its tables): %w", what, err)
 	}
 
-	rows, err := a.Usage.Query(ctx, "SELECT bill_id, period, currency, total, issued_at FROM bills FINAL WHERE account = ? ORDER BY period DESC LIMIT ?",
-		account, limits.Bills)
+	byPeriod := map[uint32]int{}
+	oldest := uint32(0)
+	err := a.eachRow(ctx, "SELECT bill_id, period, currency, total, issued_at FROM bills FINAL WHERE account = ? ORDER BY period DESC LIMIT ?",
+		[]any{account, limits.Bills}, func(rows driver.Rows) error {
+			b := HistoryBill{Bill: contract.Bill{Account: account, Lines: []contract.BillLine{}, Adjustments: []contract.Adjustment{}}}
+			var p uint32
+			var total decimal.Decimal
+			var issued time.Time
+			if err := rows.Scan(&b.BillID, &p, &b.Currency, &total, &issued); err != nil {
+				return err
+			}
+			b.Period, b.Total, b.IssuedAt = period(p), total.StringFixed(2), at(issued)
+			byPeriod[p] = len(h.Bills)
+			h.Bills = append(h.Bills, b)
+			oldest = p
+			return nil
+		})
 	if err != nil {
 		return fail("bills", err)
 	}
-	byPeriod := map[uint32]int{}
-	oldest := uint32(0)
-	for rows.Next() {
-		var b HistoryBill
-		var p uint32
-		var total decimal.Decimal
-		var issued time.Time
-		if err := rows.Scan(&b.BillID, &p, &b.Currency, &total, &issued); err != nil {
-			rows.Close()
-			return fail("bills", err)
-		}
-		b.Period, b.Total, b.IssuedAt = period(p), total.StringFixed(2), at(issued)
-		b.Lines, b.Adjustments = []contract.BillLine{}, []contract.Adjustment{}
-		byPeriod[p] = len(h.Bills)
-		h.Bills = append(h.Bills, b)
-		oldest = p
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fail("bills", err)
-	}
 	if len(h.Bills) > 0 {
-		rows, err := a.Usage.Query(ctx, `SELECT period, service, activated, calls, free_calls, prepaid_calls, billable_calls, tier, unit_price, amount
-			FROM bill_lines FINAL WHERE account = ? AND period >= ? ORDER BY period, service`, account, oldest)
-		if err != nil {
-			return fail("bill lines", err)
-		}
-		for rows.Next() {
+		err := a.eachRow(ctx, `SELECT period, service, activated, calls, free_calls, prepaid_calls, billable_calls, tier, unit_price, amount
+			FROM bill_lines FINAL WHERE account = ? AND period >= ? ORDER BY period, service`, []any{account, oldest}, func(rows driver.Rows) error {
 			var p uint32
 			var l contract.BillLine
 			var tier uint16
 			var unit, amount decimal.Decimal
 			if err := rows.Scan(&p, &l.Service, &l.Activated, &l.Calls, &l.FreeCalls, &l.PrepaidCalls, &l.BillableCalls, &tier, &unit, &amount); err != nil {
-				rows.Close()
-				return fail("bill lines", err)
+				return err
 			}
 			if i, ok := byPeriod[p]; ok {
 				l.Tier, l.UnitPrice, l.Amount = int(tier), unit.String(), amount.StringFixed(2)
 				h.Bills[i].Lines = append(h.Bills[i].Lines, l)
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return fail("bill lines", err)
 		}
-		rows, err = a.Usage.Query(ctx, `SELECT bill_period, adjusted_period, service, calls_before, calls_after, amount
-			FROM bill_adjustments FINAL WHERE account = ? AND bill_period >= ? ORDER BY bill_period, adjusted_period, service`, account, oldest)
-		if err != nil {
-			return fail("bill adjustments", err)
-		}
-		for rows.Next() {
+		err = a.eachRow(ctx, `SELECT bill_period, adjusted_period, service, calls_before, calls_after, amount
+			FROM bill_adjustments FINAL WHERE account = ? AND bill_period >= ? ORDER BY bill_period, adjusted_period, service`, []any{account, oldest}, func(rows driver.Rows) error {
 			var p, adjusted uint32
 			var adj contract.Adjustment
 			var amount decimal.Decimal
 			if err := rows.Scan(&p, &adjusted, &adj.Service, &adj.CallsBefore, &adj.CallsAfter, &amount); err != nil {
-				rows.Close()
-				return fail("bill adjustments", err)
+				return err
 			}
 			if i, ok := byPeriod[p]; ok {
 				adj.Period, adj.Amount = period(adjusted), amount.StringFixed(2)
 				h.Bills[i].Adjustments = append(h.Bills[i].Adjustments, adj)
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return fail("bill adjustments", err)
 		}
 	}
 
-	rows, err = a.Usage.Query(ctx, `SELECT event_id, toString(kind), hold_id, amount, for_period, basis_period, at
-		FROM holds FINAL WHERE account = ? ORDER BY at DESC, event_id DESC LIMIT ?`, account, limits.Holds)
-	if err != nil {
-		return fail("holds", err)
-	}
-	for rows.Next() {
+	err = a.eachRow(ctx, `SELECT event_id, toString(kind), hold_id, amount, for_period, basis_period, at
+		FROM holds FINAL WHERE account = ? ORDER BY at DESC, event_id DESC LIMIT ?`, []any{account, limits.Holds}, func(rows driver.Rows) error {
 		var hold HistoryHold
 		var amount decimal.Decimal
 		var forPeriod, basis uint32
 		var when time.Time
 		if err := rows.Scan(&hold.EventID, &hold.Kind, &hold.HoldID, &amount, &forPeriod, &basis, &when); err != nil {
-			rows.Close()
-			return fail("holds", err)
+			return err
 		}
 		hold.Amount, hold.At = amount.StringFixed(2), at(when)
 		if forPeriod != 0 {
 			hold.ForPeriod, hold.BasisPeriod = period(forPeriod), period(basis)
 		}
 		h.Holds = append(h.Holds, hold)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fail("holds", err)
 	}
 
-	rows, err = a.Usage.Query(ctx, `SELECT toString(status), reason, at FROM account_status_changes FINAL WHERE account = ?
-		ORDER BY at DESC, event_id DESC LIMIT ?`, account, limits.Holds)
-	if err != nil {
-		return fail("status changes", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err = a.eachRow(ctx, `SELECT toString(status), reason, at FROM account_status_changes FINAL WHERE account = ?
+		ORDER BY at DESC, event_id DESC LIMIT ?`, []any{account, limits.Holds}, func(rows driver.Rows) error {
 		var s StatusChange
 		var when time.Time
 		if err := rows.Scan(&s.Status, &s.Reason, &when); err != nil {
-			return fail("status changes", err)
+			return err
 		}
 		s.At = at(when)
 		h.StatusChanges = append(h.StatusChanges, s)
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fail("status changes", err)
 	}
 	return h, nil
+}
+
+// eachRow runs query and hands every row to scan, stopping at the first error.
+func (a *API) eachRow(ctx context.Context, query string, args []any, scan func(driver.Rows) error) error {
+	rows, err := a.Usage.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
