@@ -152,25 +152,16 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 	age := s.metrics.UnwrittenAge.WithLabelValues(strconv.Itoa(partition))
 	b := &batch{topic: s.cfg.Topic, partition: partition}
 	for {
-		deadline := time.Now().Add(s.cfg.FlushInterval)
 		var stop error // a gap: write what came before it, then stop
-		for len(b.msgs) < s.cfg.BatchRows {
-			fctx, cancel := context.WithDeadline(ctx, deadline)
-			m, err := r.FetchMessage(fctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil // shutting down: the unwritten batch is re-read next time
-				}
-				if errors.Is(err, context.DeadlineExceeded) {
-					break
-				}
-				return fmt.Errorf("fetch partition %d: %w", partition, err)
-			}
-			if stop = gapOf(seen.Take(ctx, m)); stop != nil {
-				break
-			}
-			b.msgs = append(b.msgs, m)
+		b.msgs, err = kafkax.FetchBatch(ctx, r, b.msgs, s.cfg.BatchRows, s.cfg.FlushInterval, func(m kafka.Message) error {
+			stop = gapOf(seen.Take(ctx, m))
+			return stop
+		})
+		if ctx.Err() != nil {
+			return nil // shutting down: the unwritten batch is re-read next time
+		}
+		if err != nil && stop == nil {
+			return err
 		}
 		telemetry.SetInt(lag, r.Stats().Lag)
 		if len(b.msgs) > 0 {

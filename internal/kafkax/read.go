@@ -348,3 +348,29 @@ func (c *Continuity) Resume(ctx context.Context) error {
 	}
 	return nil
 }
+
+// FetchBatch appends to batch what r delivers until batch holds max messages or wait has passed:
+// the batching loop of the sinks. take sees each message first; an error from it ends the batch
+// without that message and is returned with it. When ctx ends FetchBatch returns ctx's error and
+// the caller drops the batch (it is read again from the recorded progress next time).
+func FetchBatch(ctx context.Context, r *kafka.Reader, batch []kafka.Message, max int, wait time.Duration, take func(kafka.Message) error) ([]kafka.Message, error) {
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for len(batch) < max {
+		m, err := r.FetchMessage(fctx)
+		if ctx.Err() != nil {
+			return batch, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return batch, nil
+		}
+		if err != nil {
+			return batch, fmt.Errorf("fetch partition %d: %w", r.Config().Partition, err)
+		}
+		if err := take(m); err != nil {
+			return batch, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}

@@ -131,27 +131,19 @@ func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int
 	s.log.Info("billsink: consuming", "partition", partition, "from_offset", next)
 	lag := s.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
 	for {
-		var msgs []kafka.Message
-		deadline := time.Now().Add(s.cfg.FlushInterval)
-		for len(msgs) < s.cfg.BatchRows {
-			fctx, cancel := context.WithDeadline(ctx, deadline)
-			m, err := r.FetchMessage(fctx)
-			cancel()
-			if ctx.Err() != nil {
-				return nil // shutting down: the unwritten batch is read again next time
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("fetch partition %d: %w", partition, err)
-			}
+		msgs, err := kafkax.FetchBatch(ctx, r, nil, s.cfg.BatchRows, s.cfg.FlushInterval, func(m kafka.Message) error {
 			if err := seen.Take(ctx, m); errors.As(err, &gone) {
-				s.lost(gone)
+				s.lost(gone) // a report's gap: counted, and the partition goes on
 			} else if err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
+			return nil
+		})
+		if ctx.Err() != nil {
+			return nil // shutting down: the unwritten batch is read again next time
+		}
+		if err != nil {
+			return err
 		}
 		telemetry.SetInt(lag, r.Stats().Lag)
 		if len(msgs) == 0 {
