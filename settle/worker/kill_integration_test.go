@@ -107,8 +107,10 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 	// (an hour ahead at most): a run that falls that far behind fails here instead of looping.
 	client := http.Client{Timeout: 5 * time.Second}
 	var acceptedMu sync.Mutex
-	accepted := map[string]bool{} // usage ids ingest answered 200 for
+	accepted := map[string]bool{}  // usage ids ingest answered 200 for
+	var longestRetry time.Duration // the longest one event waited for its 200, under acceptedMu
 	post := func(id, body string) {
+		began := time.Now()
 		for ctx.Err() == nil {
 			if now().After(time.Now()) {
 				t.Errorf("the run fell behind its virtual clock, now ahead of real time: usage can no longer be ingested")
@@ -121,6 +123,7 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 				if resp.StatusCode == http.StatusOK {
 					acceptedMu.Lock()
 					accepted[id] = true
+					longestRetry = max(longestRetry, time.Since(began))
 					acceptedMu.Unlock()
 					return
 				}
@@ -344,7 +347,8 @@ func survive(t *testing.T, e *env, speed float64, services *faults) {
 		}
 	}
 	t.Logf("%d role kills, %d broker restarts, %d ClickHouse restarts, %d roles restarted after exiting by themselves; %d events, equal to the replay of the exported log; "+
-		"write retries repeated %d billing events and %d journal records", kills, brokerRestarts, chRestarts, selfExits, len(got), billingCopies, journalCopies)
+		"write retries repeated %d billing events and %d journal records; the longest a gateway retried one event until ingest answered 200: %s (ingest restarts and broker losses)",
+		kills, brokerRestarts, chRestarts, selfExits, len(got), billingCopies, journalCopies, longestRetry.Round(100*time.Millisecond))
 }
 
 // roleLogLevel is the log level of the role processes a test starts: def, or TALLY_TEST_ROLE_LOG
