@@ -16,14 +16,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-billing/tally/contract"
+	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/problem"
 	"github.com/tally-billing/tally/settle"
 )
 
 // AccountsConfig configures the accounts API.
 type AccountsConfig struct {
 	// Keys as for usage; a key needs Console to change terms. None: loopback clients only.
-	Keys *Keyring
+	Keys *apikey.Keyring
 	// PublishTimeout bounds the wait for Kafka's acknowledgement.
 	PublishTimeout time.Duration
 	// Registry, when set, gets the API's metrics.
@@ -95,30 +97,30 @@ type Accepted struct {
 }
 
 func (a *AccountsAPI) change(w http.ResponseWriter, r *http.Request, kind string) {
-	key, ok := a.cfg.Keys.authenticate(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-		problem(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")
+	key, refused := a.cfg.Keys.Admit(r)
+	if refused != nil {
+		refused.SetHeaders(w.Header())
+		problem.Write(w, refused.Status, refused.Detail)
 		return
 	}
 	account := r.PathValue("account")
 	if err := contract.ValidateAccount(account); err != nil {
-		problem(w, http.StatusBadRequest, strings.Replace(err.Error(), "data.account", "the account", 1))
+		problem.Write(w, http.StatusBadRequest, strings.Replace(err.Error(), "data.account", "the account", 1))
 		return
 	}
 	if !key.Console || !key.Accounts.Allows(account) {
-		problem(w, http.StatusForbidden, fmt.Sprintf("the key %q may not change the terms of account %q (it needs ;console and the account in its scope)", key.Name, account))
+		problem.Write(w, http.StatusForbidden, fmt.Sprintf("the key %q may not change the terms of account %q (it needs ;console and the account in its scope)", key.Name, account))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxChangeBytes))
 	if err != nil {
-		problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", maxChangeBytes))
+		problem.Write(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", maxChangeBytes))
 		return
 	}
 	now := a.now().UTC().Truncate(time.Millisecond)
 	raw, ev, err := a.event(accountChanges[kind].typ, accountChanges[kind].at, account, body, now)
 	if err != nil {
-		problem(w, http.StatusBadRequest, err.Error())
+		problem.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
@@ -127,7 +129,7 @@ func (a *AccountsAPI) change(w http.ResponseWriter, r *http.Request, kind string
 	if err != nil {
 		a.log.Error("accounts API: publishing to kafka failed", "account", account, "type", ev.Type, "id", ev.ID, "err", err)
 		w.Header().Set("Retry-After", "1")
-		problem(w, http.StatusServiceUnavailable, "the accounts log did not acknowledge the change; retry the request (its id makes the retry safe)")
+		problem.Write(w, http.StatusServiceUnavailable, "the accounts log did not acknowledge the change; retry the request (its id makes the retry safe)")
 		return
 	}
 	a.log.Info("accounts API: change accepted", "key", key.Name, "account", account, "type", ev.Type, "id", ev.ID)
@@ -194,18 +196,4 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(status int) {
 	w.status = status
 	w.ResponseWriter.WriteHeader(status)
-}
-
-// Problem is an RFC 9457 problem details object, the body of every refusal.
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-}
-
-func problem(w http.ResponseWriter, status int, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/problem"
+	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -43,7 +45,7 @@ func change(h http.Handler, account, kind, body string, header ...string) (int, 
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	var p ingest.Problem
+	var p problem.Details
 	if rec.Code >= 400 {
 		if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
 			return rec.Code, "content type " + ct
@@ -229,24 +231,11 @@ func TestAccountsAPIKeysAndScopes(t *testing.T) {
 		t.Errorf("an account in the body: %d %s", code, detail)
 	}
 	// Every answer is counted by kind and status.
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			labels := ""
-			for _, l := range m.GetLabel() {
-				labels += l.GetName() + "=" + l.GetValue() + " "
-			}
-			got[f.GetName()+" "+labels] = m.GetCounter().GetValue()
-		}
-	}
+	got := testinfra.Samples(t, reg)
 	want := map[string]float64{
-		"tally_accounts_api_requests_total kind=activations status=201 ": 2, "tally_accounts_api_requests_total kind=activations status=403 ": 2,
-		"tally_accounts_api_requests_total kind=activations status=401 ": 2, "tally_accounts_api_requests_total kind=activations status=400 ": 2,
-		"tally_accounts_api_requests_total kind=packs status=400 ": 1,
+		"tally_accounts_api_requests_total{kind=activations,status=201}": 2, "tally_accounts_api_requests_total{kind=activations,status=403}": 2,
+		"tally_accounts_api_requests_total{kind=activations,status=401}": 2, "tally_accounts_api_requests_total{kind=activations,status=400}": 2,
+		"tally_accounts_api_requests_total{kind=packs,status=400}": 1,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("metrics %v; want %v", got, want)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tally-billing/tally/contract"
+	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/jsonscan"
 	"github.com/tally-billing/tally/internal/telemetry"
@@ -48,7 +49,7 @@ type HandlerConfig struct {
 	// Keys are the gateways' bearer keys and what each may report (shared with the accounts
 	// API, replaceable while serving). Nil or none: only loopback clients may send, for any
 	// account.
-	Keys *Keyring
+	Keys *apikey.Keyring
 	// MaxEventAge is how far before the receiving clock a call may have happened, unless the
 	// key may back-fill: older usage would re-price months long settled (default 35 days, the
 	// usage topic's retention; negative: no limit).
@@ -117,9 +118,6 @@ func NewHandler(cfg HandlerConfig, services contract.ServiceChecker, pub Publish
 	if cfg.MaxEventAge == 0 {
 		h.cfg.MaxEventAge = 35 * 24 * time.Hour
 	}
-	if cfg.Keys.Len() == 0 {
-		log.Warn("no API keys configured: ingest accepts events only from loopback clients")
-	}
 	return h, nil
 }
 
@@ -144,10 +142,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	key, ok := h.cfg.Keys.authenticate(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tally"`)
-		h.fail(w, http.StatusUnauthorized, "missing or unknown API key (Authorization: Bearer <key>)")
+	key, refused := h.cfg.Keys.Admit(r)
+	if refused != nil {
+		refused.SetHeaders(w.Header())
+		h.fail(w, refused.Status, refused.Detail)
 		return
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -350,7 +348,7 @@ func SplitBody(body []byte, batch bool, maxBatch int) ([][]byte, error) {
 // allowed checks what the key may report: the account must be in its scope (one gateway must not
 // bill another company), and the call no older than MaxEventAge unless the key may back-fill
 // (old usage would re-price months long settled).
-func (h *Handler) allowed(key *APIKey, u contract.Usage, received time.Time) error {
+func (h *Handler) allowed(key *apikey.Key, u contract.Usage, received time.Time) error {
 	if !key.Accounts.Allows(u.Account) {
 		return cloudevent.Invalid("forbidden", "the key %q may not report usage of account %q", key.Name, u.Account)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/ingest/producer"
+	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 )
@@ -36,25 +37,25 @@ func usageJSON(id, account, service string, calls int) string {
 	return fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"gw","type":"tally.usage.v1","time":"2026-10-05T11:59:00Z","data":{"account":%q,"service":%q,"calls":%d}}`, id, account, service, calls)
 }
 
-// keyring holds the key entries (ingest.ParseAPIKey's form).
-func keyring(t testing.TB, entries ...string) *ingest.Keyring {
+// keyring holds the key entries (apikey.Parse's form).
+func keyring(t testing.TB, entries ...string) *apikey.Keyring {
 	t.Helper()
-	var keys []ingest.APIKey
+	var keys []apikey.Key
 	for _, e := range entries {
-		k, err := ingest.ParseAPIKey(e)
+		k, err := apikey.Parse(e)
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys = append(keys, k)
 	}
-	ring, err := ingest.NewKeyring(keys)
+	ring, err := apikey.NewKeyring(keys, apikey.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ring
 }
 
-// newHandler serves with the given key entries (ingest.ParseAPIKey's form; none: loopback only).
+// newHandler serves with the given key entries (apikey.Parse's form; none: loopback only).
 func newHandler(t testing.TB, pub ingest.Publisher, entries ...string) *ingest.Handler {
 	t.Helper()
 	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: keyring(t, entries...), PublishTimeout: 5 * time.Second},
@@ -247,8 +248,53 @@ func TestIngestAuthentication(t *testing.T) {
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("remote client without keys: %d", rec.Code)
 	}
-	if _, err := ingest.ParseAPIKey("gw=short"); err == nil {
+	if _, err := apikey.Parse("gw=short"); err == nil {
 		t.Fatal("a 5-character API key was accepted")
+	}
+}
+
+// A gateway past its rate gets 429 with Retry-After and nothing it sent is published; another
+// gateway's budget is its own.
+func TestIngestRateLimitsEachKey(t *testing.T) {
+	keys, err := apikey.Load("gw1=0123456789abcdef-gw1;rate=2,gw2=0123456789abcdef-gw2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	ring, err := apikey.NewKeyring(keys, apikey.Options{DefaultRate: 1, Now: func() time.Time { return stopped }}) // budgets never refill
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &memPublisher{}
+	reg := prometheus.NewRegistry()
+	h, err := ingest.NewHandler(ingest.HandlerConfig{MaxBodyBytes: 64 << 10, MaxBatch: 50, Keys: ring, PublishTimeout: 5 * time.Second},
+		settle.DefaultCatalogue(), pub, slog.New(slog.NewTextHandler(io.Discard, nil)), ingest.NewMetrics(reg), func() time.Time { return clock })
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(key, id string) (int, ingest.Response) {
+		return post(h, "application/cloudevents+json", usageJSON(id, "acme", "image-tagging", 1), "Authorization", "Bearer "+key)
+	}
+	for _, id := range []string{"a", "b"} {
+		if code, resp := send("0123456789abcdef-gw1", id); code != http.StatusOK {
+			t.Fatalf("%s, within gw1's rate=2: %d %+v", id, code, resp)
+		}
+	}
+	code, resp := send("0123456789abcdef-gw1", "c")
+	if code != http.StatusTooManyRequests || !strings.Contains(resp.Error, `"gw1" has spent its 2 requests a second`) {
+		t.Fatalf("the third: %d %+v", code, resp)
+	}
+	if code, _ := send("0123456789abcdef-gw2", "d"); code != http.StatusOK {
+		t.Fatalf("gw2 (the default rate, 1) after gw1 spent its own: %d", code)
+	}
+	if code, _ := send("0123456789abcdef-gw2", "e"); code != http.StatusTooManyRequests {
+		t.Fatalf("gw2's second at rate 1: %d", code)
+	}
+	if len(pub.records) != 3 {
+		t.Fatalf("%d records published; want a, b and d", len(pub.records))
+	}
+	if got := testinfra.Samples(t, reg)["tally_ingest_requests_failed_total{status=Too Many Requests}"]; got != 2 {
+		t.Fatalf("429s counted: %v", testinfra.Samples(t, reg))
 	}
 }
 
@@ -412,7 +458,7 @@ func TestIngestKeysAreScoped(t *testing.T) {
 	}
 	for _, bad := range []string{"gw", "gw=", "=0123456789abcdef", "gw=sha256:abc", "gw=0123456789abcdef;accounts=", "gw=0123456789abcdef;accounts=*",
 		"gw=0123456789abcdef;accounts=a*b", "gw=0123456789abcdef;admin"} {
-		if _, err := ingest.ParseAPIKey(bad); err == nil {
+		if _, err := apikey.Parse(bad); err == nil {
 			t.Errorf("key entry %q was accepted", bad)
 		} else if strings.Contains(err.Error(), "0123456789abcdef") {
 			t.Errorf("the error for %q shows the key: %v", bad, err)
@@ -531,8 +577,8 @@ func TestKeysAreReplacedWhileServing(t *testing.T) {
 	if send("old-key-0123456789") != http.StatusOK || send("new-key-0123456789") != http.StatusUnauthorized {
 		t.Fatal("before the replacement")
 	}
-	newKey, _ := ingest.ParseAPIKey("new=new-key-0123456789")
-	if err := ring.Replace([]ingest.APIKey{newKey}); err != nil {
+	newKey, _ := apikey.Parse("new=new-key-0123456789")
+	if err := ring.Replace([]apikey.Key{newKey}); err != nil {
 		t.Fatal(err)
 	}
 	if send("old-key-0123456789") != http.StatusUnauthorized || send("new-key-0123456789") != http.StatusOK {
@@ -541,7 +587,7 @@ func TestKeysAreReplacedWhileServing(t *testing.T) {
 	if err := ring.Replace(nil); err == nil {
 		t.Fatal("an empty key set replaced the keys (loopback-only by accident)")
 	}
-	if err := ring.Replace([]ingest.APIKey{newKey, newKey}); err == nil {
+	if err := ring.Replace([]apikey.Key{newKey, newKey}); err == nil {
 		t.Fatal("two keys of one name were taken")
 	}
 	if send("new-key-0123456789") != http.StatusOK || ring.Len() != 1 {

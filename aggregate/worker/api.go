@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tally-billing/tally/contract"
+	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/problem"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -50,18 +54,68 @@ type API struct {
 	Usage   driver.Conn
 	Billing settle.Config
 	Now     func() time.Time
+	// Keys are who may read what: a key reads the accounts in its scope (a tenant's key, scoped
+	// to its accounts; an operator's, unscoped, reads any). Nil or none: loopback clients only.
+	Keys *apikey.Keyring
+	// Registry, when set, gets tally_query_requests_total.
+	Registry prometheus.Registerer
+
+	recounts closedMonths
 }
 
-// Handler routes GET /v1/accounts/{account}/usage?period=YYYY-MM and
-// GET /v1/accounts/{account}/status.
+// Handler routes the query API (aggregate/openapi.yaml) and the account page; every route is
+// guarded by Keys.
 func (a *API) Handler() http.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_query_requests_total",
+		Help: "Query API requests by route and HTTP status (401/403/429: refused by key, scope or rate limit)."}, []string{"route", "code"})
+	if a.Registry != nil {
+		a.Registry.MustRegister(requests)
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/accounts/{account}/usage", a.usage)
-	mux.HandleFunc("GET /v1/accounts/{account}/status", a.status)
-	mux.HandleFunc("GET /v1/accounts/{account}/terms", a.terms)
-	mux.HandleFunc("GET /v1/accounts/{account}/history", a.history)
-	mux.HandleFunc("GET /accounts/{account}", a.page)
+	for pattern, route := range map[string]struct {
+		name  string
+		serve http.HandlerFunc
+	}{
+		"GET /v1/accounts/{account}/usage":   {"usage", a.usage},
+		"GET /v1/accounts/{account}/status":  {"status", a.status},
+		"GET /v1/accounts/{account}/terms":   {"terms", a.terms},
+		"GET /v1/accounts/{account}/history": {"history", a.history},
+		"GET /accounts/{account}":            {"page", a.page},
+	} {
+		mux.Handle(pattern, a.guard(route.serve, requests.MustCurryWith(prometheus.Labels{"route": route.name})))
+	}
 	return mux
+}
+
+// guard serves a request whose key may read the path's account: 401 without a known key, 429
+// past the key's rate, 403 for an account outside its scope, each as problem details.
+func (a *API) guard(serve http.HandlerFunc, requests *prometheus.CounterVec) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() { requests.WithLabelValues(strconv.Itoa(rec.status)).Inc() }()
+		key, refused := a.Keys.Admit(r)
+		if refused != nil {
+			refused.SetHeaders(w.Header())
+			problem.Write(rec, refused.Status, refused.Detail)
+			return
+		}
+		if account := r.PathValue("account"); !key.Accounts.Allows(account) {
+			problem.Write(rec, http.StatusForbidden, fmt.Sprintf("the key %q may not read account %q (it is not in the key's accounts=)", key.Name, account))
+			return
+		}
+		serve(rec, r)
+	})
+}
+
+// statusRecorder remembers the status a handler answered, for the metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(status int) {
+	s.status = status
+	s.ResponseWriter.WriteHeader(status)
 }
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +184,7 @@ func (a *API) monthTotals(ctx context.Context, account string, p contract.Period
 		return nil, errors.New("no usage partitions assigned yet; retry shortly")
 	}
 	if closed { // no running totals for it any more: the exact recount is the answer
-		return recount(ctx, a.Usage, account, p)
+		return a.recounts.get(account, p, func() (map[string]int64, error) { return recount(ctx, a.Usage, account, p) })
 	}
 	return totals, nil
 }
@@ -307,8 +361,9 @@ func termsOf(service string, inputs []settle.Input, now, monthStart time.Time) S
 	return st
 }
 
+// writeError answers status with problem details, as the refusals are.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	problem.Write(w, status, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tally-billing/tally/aggregate/worker"
+	"github.com/tally-billing/tally/internal/apikey"
+	"github.com/tally-billing/tally/internal/problem"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
 
@@ -31,7 +35,7 @@ func TestStatusAPIFollowsTheStatusTopic(t *testing.T) {
 	api := (&worker.API{Statuses: s}).Handler()
 	get := func(account string) worker.AccountStatus {
 		rec := httptest.NewRecorder()
-		api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/accounts/"+account+"/status", nil))
+		api.ServeHTTP(rec, loopbackGet("/v1/accounts/"+account+"/status"))
 		var st worker.AccountStatus
 		_ = json.Unmarshal(rec.Body.Bytes(), &st)
 		return st
@@ -49,4 +53,70 @@ func TestStatusAPIFollowsTheStatusTopic(t *testing.T) {
 	if c := get("c"); c.Status != "active" {
 		t.Fatalf("unknown account: %+v", c)
 	}
+
+	// With keys: a tenant reads its own accounts and no other, an operator any; no key or an
+	// unknown one is 401 (with the challenges a browser answers), a spent budget 429.
+	keys, err := apikey.Load("tenant-a=tenant-a-key-0123456789;accounts=a;rate=3,ops=ops-key-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	ring, err := apikey.NewKeyring(keys, apikey.Options{Now: func() time.Time { return stopped }}) // budgets never refill
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	keyed := (&worker.API{Statuses: s, Keys: ring, Registry: reg}).Handler()
+	ask := func(account, key string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		req := loopbackGet("/v1/accounts/" + account + "/status")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		keyed.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := ask("a", "tenant-a-key-0123456789"); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"suspended"`) {
+		t.Fatalf("the tenant's own account: %d %s", rec.Code, rec.Body)
+	}
+	refused := func(rec *httptest.ResponseRecorder, status int, detail string) {
+		t.Helper()
+		var p problem.Details
+		if rec.Code != status || rec.Header().Get("Content-Type") != problem.ContentType || json.Unmarshal(rec.Body.Bytes(), &p) != nil || !strings.Contains(p.Detail, detail) {
+			t.Fatalf("want %d with %q: %d %s %s", status, detail, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+		}
+	}
+	refused(ask("b", "tenant-a-key-0123456789"), http.StatusForbidden, `may not read account "b"`)
+	noKey := ask("a", "") // loopback, but keys are configured: loopback is no longer a key
+	refused(noKey, http.StatusUnauthorized, "missing or unknown API key")
+	if got := noKey.Header().Values("WWW-Authenticate"); len(got) != 2 || !strings.HasPrefix(got[1], "Basic") {
+		t.Fatalf("challenges: %q", got)
+	}
+	refused(ask("a", "tenant-b-key-0123456789"), http.StatusUnauthorized, "missing or unknown API key")
+	for _, account := range []string{"a", "b", "c"} {
+		if rec := ask(account, "ops-key-0123456789"); rec.Code != http.StatusOK {
+			t.Fatalf("the operator reading %s: %d %s", account, rec.Code, rec.Body)
+		}
+	}
+	// The tenant's burst is 3 and it has spent 2 (one answered, one forbidden): one more goes
+	// through, then 429 with when to retry.
+	if rec := ask("a", "tenant-a-key-0123456789"); rec.Code != http.StatusOK {
+		t.Fatalf("the third request of a burst of 3: %d %s", rec.Code, rec.Body)
+	}
+	spent := ask("a", "tenant-a-key-0123456789")
+	refused(spent, http.StatusTooManyRequests, `"tenant-a" has spent its 3 requests a second`)
+	if spent.Header().Get("Retry-After") != "1" {
+		t.Fatalf("Retry-After %q", spent.Header().Get("Retry-After"))
+	}
+	if got := testinfra.Samples(t, reg); got["tally_query_requests_total{code=403,route=status}"] != 1 || got["tally_query_requests_total{code=401,route=status}"] != 2 {
+		t.Fatalf("requests counted: %v", got)
+	}
+}
+
+// loopbackGet is a GET as a client on this machine sends it (httptest's default remote address
+// is not loopback, and a keyless API lets only loopback in).
+func loopbackGet(target string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.RemoteAddr = "127.0.0.1:40000"
+	return r
 }

@@ -18,6 +18,7 @@ import (
 
 	aggworker "github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/problem"
 )
 
 func init() {
@@ -35,7 +36,7 @@ const accountsUsage = `usage: tally accounts <verb> --account A [flags]
   show       [--period YYYY-MM]                                  terms, usage and status
 
 Changes go through the accounts API of tally ingest (--ingest-url, --api-key: a key with
-;console); show reads the query API of tally aggregate (--query-url). Each change carries an
+;console); show reads the query API of tally aggregate (--query-url, --query-key). Each change carries an
 id (--id; by default one derived from the change itself, so running the same command again
 changes nothing). --json prints the API's answers as they are.`
 
@@ -59,6 +60,7 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	ingestURL := fs.String("ingest-url", "http://127.0.0.1:8080", "base URL of tally ingest (the accounts API)")
 	queryURL := fs.String("query-url", "http://127.0.0.1:8081", "base URL of tally aggregate (the query API)")
 	apiKey := fs.String("api-key", "", "bearer key for the accounts API (a key with ;console); better from TALLY_API_KEY")
+	queryKey := fs.String("query-key", "", "show: bearer key for the query API (one of tally aggregate's --query-keys; default --api-key); better from TALLY_QUERY_KEY")
 	asJSON := fs.Bool("json", false, "print the APIs' JSON answers")
 	if err := env.parse(fs, args[1:]); err != nil {
 		return err
@@ -86,7 +88,10 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 		}
 		body["service"], body["effective_from"], body["tiers"] = *service, *from, t
 	case "show":
-		return showAccount(ctx, env.stdout, client, *queryURL, *account, *period, *asJSON)
+		if *queryKey == "" {
+			*queryKey = *apiKey
+		}
+		return showAccount(ctx, env.stdout, client, *queryURL, *queryKey, *account, *period, *asJSON)
 	default:
 		fmt.Fprintln(env.stderr, accountsUsage)
 		return exitError{code: 2}
@@ -156,7 +161,7 @@ func postChange(ctx context.Context, client *http.Client, base, key, account, ki
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated {
-		var p ingest.Problem
+		var p problem.Details
 		if json.Unmarshal(answer, &p) == nil && p.Detail != "" {
 			return nil, fmt.Errorf("refused (%d %s): %s", resp.StatusCode, p.Title, p.Detail)
 		}
@@ -166,10 +171,13 @@ func postChange(ctx context.Context, client *http.Client, base, key, account, ki
 }
 
 // getJSON reads one answer of the query API into v, and returns its bytes.
-func getJSON(ctx context.Context, client *http.Client, url string, v any) ([]byte, error) {
+func getJSON(ctx context.Context, client *http.Client, url, key string, v any) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -184,12 +192,12 @@ func getJSON(ctx context.Context, client *http.Client, url string, v any) ([]byt
 }
 
 // showAccount prints an account's terms, its usage of the month and its status.
-func showAccount(ctx context.Context, out io.Writer, client *http.Client, base, account, period string, asJSON bool) error {
+func showAccount(ctx context.Context, out io.Writer, client *http.Client, base, key, account, period string, asJSON bool) error {
 	base = strings.TrimSuffix(base, "/") + "/v1/accounts/" + account
 	var terms aggworker.TermsResponse
 	var usage aggworker.UsageResponse
 	var status map[string]string
-	rawTerms, err := getJSON(ctx, client, base+"/terms", &terms)
+	rawTerms, err := getJSON(ctx, client, base+"/terms", key, &terms)
 	if err != nil {
 		return err
 	}
@@ -197,11 +205,11 @@ func showAccount(ctx context.Context, out io.Writer, client *http.Client, base, 
 	if period != "" {
 		usageURL += "?period=" + period
 	}
-	rawUsage, err := getJSON(ctx, client, usageURL, &usage)
+	rawUsage, err := getJSON(ctx, client, usageURL, key, &usage)
 	if err != nil {
 		return err
 	}
-	rawStatus, err := getJSON(ctx, client, base+"/status", &status)
+	rawStatus, err := getJSON(ctx, client, base+"/status", key, &status)
 	if err != nil {
 		return err
 	}

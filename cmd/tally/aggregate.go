@@ -31,6 +31,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	interval := fs.Duration("checkpoint-interval", time.Second, "how often totals are checkpointed and published")
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
+	keyFlags := addKeyFlags(fs, "query-keys", "query-rate-limit", "query API (tenants: ;accounts=…; operators: unscoped)")
 	reconcileEvery := fs.Duration("reconcile-interval", 5*time.Minute, "how often to compare running totals with the exact recount (0: never)")
 	if err := env.parse(fs, args); err != nil {
 		return err
@@ -56,7 +57,11 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 		r.run(func(ctx context.Context) error { return w.ReconcileEvery(ctx, *reconcileEvery, env.clock()) })
 	}
 	if *apiAddr != "" {
-		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Usage: conn, Billing: cfg, Now: env.clock()}
+		ring, err := keyFlags.ring(ctx, "query API", log)
+		if err != nil {
+			return err
+		}
+		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Usage: conn, Billing: cfg, Now: env.clock(), Keys: ring, Registry: r.registry}
 		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
 			return err
 		}

@@ -158,7 +158,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	fmt.Fprintf(out, "\nOne account as an operator sees it (tally accounts show --account initech --period %s --query-url http://127.0.0.1:18081)\n\n", m1)
-	if err := showAccount(ctx, out, &http.Client{Timeout: 10 * time.Second}, "http://127.0.0.1:18081", "initech", m1.String(), false); err != nil {
+	if err := showAccount(ctx, out, &http.Client{Timeout: 10 * time.Second}, "http://127.0.0.1:18081", "", "initech", m1.String(), false); err != nil {
 		return err
 	}
 
@@ -527,7 +527,7 @@ func printUsage(ctx context.Context, out io.Writer, api string, accounts []strin
 	client := http.Client{Timeout: 10 * time.Second}
 	for _, a := range accounts {
 		var u aggworker.UsageResponse
-		if _, err := getJSON(ctx, &client, api+"/v1/accounts/"+a+"/usage?period="+p.String(), &u); err != nil {
+		if _, err := getJSON(ctx, &client, api+"/v1/accounts/"+a+"/usage?period="+p.String(), "", &u); err != nil {
 			return err
 		}
 		for _, s := range u.Services {

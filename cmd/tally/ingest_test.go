@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tally-billing/tally/ingest"
+	"github.com/tally-billing/tally/internal/apikey"
 )
 
 // SIGHUP re-reads the key file: a key added to it is held after the signal; a file that no
@@ -29,17 +29,17 @@ func TestSIGHUPReloadsTheKeyFile(t *testing.T) {
 		}
 	}
 	write("gw1=key-one-0123456789\n")
-	keys, err := parseAPIKeys("@" + file)
+	keys, err := apikey.Load("@" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring, err := ingest.NewKeyring(keys)
+	ring, err := apikey.NewKeyring(keys, apikey.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go reloadKeysOnHUP(ctx, "@"+file, ring, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go reloadKeysOnHUP(ctx, "ingest", "@"+file, ring, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	hupUntil := func(what string, done func() bool) {
 		t.Helper()

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/tally-billing/tally/internal/apikey"
+)
+
+// keyFlags are an API role's keys and rate limit: --api-keys and --rate-limit on ingest,
+// --query-keys and --query-rate-limit on aggregate (distinct names, so `tally run` can give
+// the two APIs distinct key files through TALLY_* variables).
+type keyFlags struct {
+	name string
+	spec *string
+	rate *float64
+}
+
+func addKeyFlags(fs *flag.FlagSet, keysFlag, rateFlag, who string) keyFlags {
+	return keyFlags{
+		name: keysFlag,
+		spec: fs.String(keysFlag, "", who+" keys: @FILE with one entry per line (keep keys off the command line), or entries separated by commas; "+
+			"an entry is NAME=KEY or NAME=sha256:HEX, then optionally ;accounts=a|b|prefix-*, ;backfill, ;console and ;rate=N; empty: loopback clients only"),
+		rate: fs.Float64(rateFlag, 0, "requests a second each key may make (bursts of as many; a key's ;rate=N overrides it), 429 beyond; 0: no limit"),
+	}
+}
+
+// ring builds the keyring; with @FILE, SIGHUP re-reads the file until ctx ends.
+func (f keyFlags) ring(ctx context.Context, role string, log *slog.Logger) (*apikey.Keyring, error) {
+	keys, err := apikey.Load(*f.spec)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", f.name, err)
+	}
+	ring, err := apikey.NewKeyring(keys, apikey.Options{DefaultRate: *f.rate})
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", f.name, err)
+	}
+	if strings.HasPrefix(*f.spec, "@") {
+		go reloadKeysOnHUP(ctx, role, *f.spec, ring, log)
+	}
+	if len(keys) == 0 {
+		log.Warn(role+": no keys: only loopback clients are let in, and for any account", "flag", "--"+f.name)
+	}
+	return ring, nil
+}
+
+// reloadKeysOnHUP re-reads the key file on each SIGHUP until ctx ends: a key is added or revoked
+// without dropping a connection. A file that does not parse, or would leave no key, is refused
+// and the keys held stay (logged as an error).
+func reloadKeysOnHUP(ctx context.Context, role, spec string, ring *apikey.Keyring, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	file := strings.TrimPrefix(spec, "@")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := reloadKeys(spec, ring); err != nil {
+				log.Error(role+": API keys not reloaded; the keys held before stay in force", "file", file, "err", err)
+				continue
+			}
+			log.Info(role+": API keys reloaded", "file", file, "keys", ring.Len())
+		}
+	}
+}
+
+func reloadKeys(spec string, ring *apikey.Keyring) error {
+	keys, err := apikey.Load(spec)
+	if err != nil {
+		return err
+	}
+	return ring.Replace(keys)
+}
