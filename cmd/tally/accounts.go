@@ -19,6 +19,7 @@ import (
 	aggworker "github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/problem"
+	"github.com/tally-billing/tally/internal/tlsfiles"
 )
 
 func init() {
@@ -62,13 +63,20 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	apiKey := fs.String("api-key", "", "bearer key for the accounts API (a key with ;console); better from TALLY_API_KEY")
 	queryKey := fs.String("query-key", "", "show: bearer key for the query API (one of tally aggregate's --query-keys; default --api-key); better from TALLY_QUERY_KEY")
 	asJSON := fs.Bool("json", false, "print the APIs' JSON answers")
+	caFile := fs.String("tls-ca", "", "PEM CAs to trust for https:// URLs (default: the system's)")
+	clientCert := fs.String("tls-client-cert", "", "PEM client certificate, for APIs that require one (--tls-client-ca on the role)")
+	clientKey := fs.String("tls-client-key", "", "PEM private key of --tls-client-cert")
 	if err := env.parse(fs, args[1:]); err != nil {
 		return err
 	}
 	if *account == "" {
 		return errors.New("--account is required")
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
+	tlsConfig, err := tlsfiles.Client{CAFile: *caFile, CertFile: *clientCert, KeyFile: *clientKey}.Config()
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}}
 	var kind string
 	body := map[string]any{}
 	switch verb {

@@ -32,6 +32,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
 	keyFlags := addKeyFlags(fs, "query-keys", "query-rate-limit", "query API (tenants: ;accounts=…; operators: unscoped)")
+	tlsFlags := addTLSFlags(fs, "query API")
 	reconcileEvery := fs.Duration("reconcile-interval", 5*time.Minute, "how often to compare running totals with the exact recount (0: never)")
 	if err := env.parse(fs, args); err != nil {
 		return err
@@ -62,7 +63,11 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 			return err
 		}
 		api := &worker.API{Worker: w, Accounts: accounts, Statuses: statuses, Usage: conn, Billing: cfg, Now: env.clock(), Keys: ring, Registry: r.registry}
-		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second); err != nil {
+		certs, err := tlsFlags.load(ctx, "query API", log)
+		if err != nil {
+			return err
+		}
+		if err := r.serveHTTP("usage query API", *apiAddr, api.Handler(), 5*time.Second, certs); err != nil {
 			return err
 		}
 	}

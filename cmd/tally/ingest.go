@@ -22,6 +22,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	kf, tf := rf.kafka, rf.topics
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the ingest API")
 	keyFlags := addKeyFlags(fs, "api-keys", "rate-limit", "gateway and console API")
+	tlsFlags := addTLSFlags(fs, "ingest API")
 	maxAge := fs.Duration("max-event-age", 35*24*time.Hour, "refuse usage that happened longer ago than this, unless the key may back-fill (negative: no limit)")
 	maxBody := fs.Int64("max-body-bytes", 4<<20, "largest request body")
 	maxBatch := fs.Int("max-batch", 1000, "most events in one batch request")
@@ -81,7 +82,11 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	accounts.Register(mux)
 	log.Info("ingest publishing usage and account changes", "topic", *tf.usage, "accounts_topic", *tf.accounts, "brokers", *kf.brokers, "api_keys", ring.Len())
-	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second); err != nil {
+	certs, err := tlsFlags.load(ctx, "ingest API", log)
+	if err != nil {
+		return err
+	}
+	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second, certs); err != nil {
 		return err
 	}
 	return r.wait()

@@ -17,6 +17,7 @@ import (
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/telemetry"
+	"github.com/tally-billing/tally/internal/tlsfiles"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -106,17 +107,23 @@ func (r *role) needClickHouse(conn driver.Conn) {
 // run starts a part that returns when the role's context ends.
 func (r *role) run(part func(ctx context.Context) error) { r.g.Go(func() error { return part(r.ctx) }) }
 
-// serveHTTP serves handler on addr and, when the role stops, drains in-flight requests.
-func (r *role) serveHTTP(name, addr string, handler http.Handler, drain time.Duration) error {
+// serveHTTP serves handler on addr, over TLS with certs (nil: plain HTTP) and, when the role
+// stops, drains in-flight requests.
+func (r *role) serveHTTP(name, addr string, handler http.Handler, drain time.Duration, certs *tlsfiles.ServerCerts) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, MaxHeaderBytes: 64 << 10,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s: listen %s: %w", name, addr, err)
 	}
-	r.log.Info(name+" listening", "addr", ln.Addr().String())
+	serve := func() error { return srv.Serve(ln) }
+	if certs != nil {
+		srv.TLSConfig = certs.Config()
+		serve = func() error { return srv.ServeTLS(ln, "", "") }
+	}
+	r.log.Info(name+" listening", "addr", ln.Addr().String(), "tls", certs != nil)
 	r.g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

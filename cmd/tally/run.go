@@ -88,7 +88,7 @@ func runLedgerExample(ctx context.Context, env *environment, args []string) erro
 	r := startRole(ctx, *adminAddr, log)
 	r.needKafka(kf.list())
 	r.run(l.Run)
-	if err := r.serveHTTP("example ledger", *httpAddr, l.Handler(), 5*time.Second); err != nil {
+	if err := r.serveHTTP("example ledger", *httpAddr, l.Handler(), 5*time.Second, nil); err != nil {
 		return err
 	}
 	return r.wait()

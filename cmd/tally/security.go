@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/tally-billing/tally/internal/apikey"
+	"github.com/tally-billing/tally/internal/tlsfiles"
 )
 
 // keyFlags are an API role's keys and rate limit: --api-keys and --rate-limit on ingest,
@@ -54,22 +55,14 @@ func (f keyFlags) ring(ctx context.Context, role string, log *slog.Logger) (*api
 // without dropping a connection. A file that does not parse, or would leave no key, is refused
 // and the keys held stay (logged as an error).
 func reloadKeysOnHUP(ctx context.Context, role, spec string, ring *apikey.Keyring, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	file := strings.TrimPrefix(spec, "@")
-	for {
-		select {
-		case <-ctx.Done():
+	onHUP(ctx, func() {
+		file := strings.TrimPrefix(spec, "@")
+		if err := reloadKeys(spec, ring); err != nil {
+			log.Error(role+": API keys not reloaded; the keys held before stay in force", "file", file, "err", err)
 			return
-		case <-hup:
-			if err := reloadKeys(spec, ring); err != nil {
-				log.Error(role+": API keys not reloaded; the keys held before stay in force", "file", file, "err", err)
-				continue
-			}
-			log.Info(role+": API keys reloaded", "file", file, "keys", ring.Len())
 		}
-	}
+		log.Info(role+": API keys reloaded", "file", file, "keys", ring.Len())
+	})
 }
 
 func reloadKeys(spec string, ring *apikey.Keyring) error {
@@ -78,4 +71,51 @@ func reloadKeys(spec string, ring *apikey.Keyring) error {
 		return err
 	}
 	return ring.Replace(keys)
+}
+
+// onHUP calls reload on each SIGHUP until ctx ends.
+func onHUP(ctx context.Context, reload func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			reload()
+		}
+	}
+}
+
+// tlsFlags are an API server's certificate files: --tls-cert, --tls-key, --tls-client-ca.
+type tlsFlags struct{ cert, key, clientCA *string }
+
+func addTLSFlags(fs *flag.FlagSet, server string) tlsFlags {
+	return tlsFlags{
+		cert: fs.String("tls-cert", "", "PEM certificate chain of the "+server+" (with --tls-key: HTTPS; SIGHUP re-reads both)"),
+		key:  fs.String("tls-key", "", "PEM private key of --tls-cert"),
+		clientCA: fs.String("tls-client-ca", "", "PEM CAs whose client certificates the "+server+
+			" requires (mutual TLS; a client without one is refused in the handshake); empty: none asked"),
+	}
+}
+
+// load reads the files (nil: plain HTTP); with them, SIGHUP re-reads them until ctx ends.
+func (f tlsFlags) load(ctx context.Context, server string, log *slog.Logger) (*tlsfiles.ServerCerts, error) {
+	files := tlsfiles.Server{CertFile: *f.cert, KeyFile: *f.key, ClientCAFile: *f.clientCA}
+	if !files.Enabled() {
+		return nil, nil
+	}
+	certs, err := files.Load()
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key/--tls-client-ca: %w", err)
+	}
+	go onHUP(ctx, func() {
+		if err := certs.Reload(); err != nil {
+			log.Error(server+": TLS certificate not reloaded; the one held stays in use", "err", err)
+			return
+		}
+		log.Info(server+": TLS certificate reloaded", "cert", *f.cert)
+	})
+	return certs, nil
 }
