@@ -31,10 +31,11 @@ type ReplicaWatch struct {
 // ReplicaWatchConfig says what to watch and how often.
 type ReplicaWatchConfig struct {
 	Brokers  []string
+	Security kafkax.Security
 	Topic    string
 	Interval time.Duration
 	// Describe is kafkax.DescribeReplication; a test may put another in its place.
-	Describe func(ctx context.Context, brokers []string, topic string) (kafkax.Replication, error)
+	Describe func(ctx context.Context, c kafkax.Cluster, topic string) (kafkax.Replication, error)
 }
 
 // NewReplicaWatch registers its metrics on reg; Run does the checking.
@@ -73,7 +74,7 @@ func (w *ReplicaWatch) Run(ctx context.Context) {
 func (w *ReplicaWatch) Check(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	r, err := w.cfg.Describe(ctx, w.cfg.Brokers, w.cfg.Topic)
+	r, err := w.cfg.Describe(ctx, kafkax.Cluster{Brokers: w.cfg.Brokers, Security: w.cfg.Security}, w.cfg.Topic)
 	if err != nil {
 		if ctx.Err() == nil || ctx.Err() == context.DeadlineExceeded {
 			w.failures.Inc()

@@ -21,7 +21,7 @@ func TestReplicaWatchFollowsTheLastAnswer(t *testing.T) {
 	var answer kafkax.Replication
 	var fail error
 	w, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: []string{"k:9092"}, Topic: "usage", Interval: time.Hour,
-		Describe: func(context.Context, []string, string) (kafkax.Replication, error) { return answer, fail }},
+		Describe: func(context.Context, kafkax.Cluster, string) (kafkax.Replication, error) { return answer, fail }},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestReplicaWatchSeesANodeGoOnARealCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	topic := testinfra.UniqueName(t, "t")
-	if err := kafkax.CreateTopics(ctx, c.Brokers(), kafkax.TopicSpec{Name: topic, Partitions: 3, ReplicationFactor: 2,
+	if err := kafkax.CreateTopics(ctx, kafkax.Plaintext(c.Brokers()), kafkax.TopicSpec{Name: topic, Partitions: 3, ReplicationFactor: 2,
 		Configs: map[string]string{"min.insync.replicas": "2"}}); err != nil {
 		t.Fatal(err)
 	}

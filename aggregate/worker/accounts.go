@@ -15,7 +15,7 @@ import (
 // Accounts follows the accounts topic (activations, prepaid packs and contract prices) so the
 // query API can price running totals the way the bill will. Every instance reads every partition.
 type Accounts struct {
-	brokers []string
+	cluster kafkax.Cluster
 	topic   string
 	cat     *settle.Catalogue
 	log     *slog.Logger
@@ -26,13 +26,13 @@ type Accounts struct {
 }
 
 // NewAccounts builds the follower.
-func NewAccounts(brokers []string, topic string, cat *settle.Catalogue, log *slog.Logger) *Accounts {
-	return &Accounts{brokers: brokers, topic: topic, cat: cat, log: log, loading: loading{topic: topic}, terms: settle.NewTerms()}
+func NewAccounts(cluster kafkax.Cluster, topic string, cat *settle.Catalogue, log *slog.Logger) *Accounts {
+	return &Accounts{cluster: cluster, topic: topic, cat: cat, log: log, loading: loading{topic: topic}, terms: settle.NewTerms()}
 }
 
 // Run follows every partition from the beginning until ctx ends.
 func (a *Accounts) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: a.brokers, Topic: a.topic, CaughtUp: a.caughtUp, Failing: a.readFailing, Log: a.log}, a.apply)
+	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: a.cluster.Brokers, Security: a.cluster.Security, Topic: a.topic, CaughtUp: a.caughtUp, Failing: a.readFailing, Log: a.log}, a.apply)
 }
 
 func (a *Accounts) apply(m kafka.Message) {

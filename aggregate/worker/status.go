@@ -16,7 +16,7 @@ import (
 // Statuses follows the compacted account-status topic the settle worker writes, for
 // GET /v1/accounts/{account}/status.
 type Statuses struct {
-	brokers []string
+	cluster kafkax.Cluster
 	topic   string
 	log     *slog.Logger
 	loading
@@ -34,13 +34,13 @@ type AccountStatus struct {
 }
 
 // NewStatuses builds the follower.
-func NewStatuses(brokers []string, topic string, log *slog.Logger) *Statuses {
-	return &Statuses{brokers: brokers, topic: topic, log: log, loading: loading{topic: topic}, by: map[string]AccountStatus{}}
+func NewStatuses(cluster kafkax.Cluster, topic string, log *slog.Logger) *Statuses {
+	return &Statuses{cluster: cluster, topic: topic, log: log, loading: loading{topic: topic}, by: map[string]AccountStatus{}}
 }
 
 // Run follows every partition from the beginning until ctx ends.
 func (s *Statuses) Run(ctx context.Context) error {
-	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: s.brokers, Topic: s.topic, CaughtUp: s.caughtUp, Failing: s.readFailing, Log: s.log},
+	return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: s.cluster.Brokers, Security: s.cluster.Security, Topic: s.topic, CaughtUp: s.caughtUp, Failing: s.readFailing, Log: s.log},
 		func(m kafka.Message) { s.apply(m.Value) })
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/internal/apikey"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/problem"
 	"github.com/tally-billing/tally/internal/testinfra"
 )
@@ -28,7 +29,7 @@ func TestStatusAPIFollowsTheStatusTopic(t *testing.T) {
 		{Key: []byte("b"), Value: []byte(`{"id":"2","type":"tally.account.suspended.v1","time":"2026-09-01T02:00:00+08:00","data":{"account":"b","reason":"hold_failed"}}`)},
 		{Key: []byte("b"), Value: []byte(`{"id":"3","type":"tally.account.resumed.v1","time":"2026-09-05T02:00:00+08:00","data":{"account":"b","reason":"hold_placed"}}`)},
 	})
-	s := worker.NewStatuses(brokers, topic, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := worker.NewStatuses(kafkax.Plaintext(brokers), topic, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = s.Run(ctx) }()

@@ -21,6 +21,7 @@ import (
 	"github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 	"github.com/tally-billing/tally/settle/billsink"
@@ -92,7 +93,7 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = w.Run(ctx) }()
-	accounts := worker.NewAccounts(e.brokers, accountsTopic, settle.DefaultCatalogue(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	accounts := worker.NewAccounts(kafkax.Plaintext(e.brokers), accountsTopic, settle.DefaultCatalogue(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go func() { _ = accounts.Run(ctx) }()
 	waitCaughtUp(t, e)
 

@@ -24,7 +24,9 @@ import (
 
 // Config of the aggregator.
 type Config struct {
-	Brokers     []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security    kafkax.Security
 	Topic       string
 	TotalsTopic string // compacted; empty: do not publish
 	Group       string
@@ -76,7 +78,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	}
 	w := &Worker{cfg: cfg, store: &Checkpoints{ch: ch, consumer: cfg.Group, topic: cfg.Topic}, log: log, metrics: metrics, parts: map[int]*aggregate.Partition{}}
 	if cfg.TotalsTopic != "" {
-		w.totals = &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.TotalsTopic, Balancer: &kafka.Murmur2Balancer{},
+		w.totals = &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Security.RoundTripper(), Topic: cfg.TotalsTopic, Balancer: &kafka.Murmur2Balancer{},
 			RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, Compression: kafka.Lz4}
 	}
 	return w, nil
@@ -87,12 +89,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.totals != nil {
 		defer w.totals.Close()
 	}
-	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Group: w.cfg.Group, SessionTimeout: w.cfg.SessionTimeout},
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: w.cfg.Topic, Group: w.cfg.Group, SessionTimeout: w.cfg.SessionTimeout},
 		w.log, w.metrics.Errors.Inc, w.consume)
 }
 
 func (w *Worker) reader(partition int) *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition,
+	return kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Dialer: w.cfg.Security.Dialer(), Topic: w.cfg.Topic, Partition: partition,
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond, QueueCapacity: 4096})
 }
 
@@ -127,7 +129,7 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 	if err := r.SetOffset(start); err != nil {
 		return fmt.Errorf("seek partition %d: %w", partition, err)
 	}
-	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition, Next: next}
+	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: w.cfg.Topic, Partition: partition, Next: next}
 	lag := w.metrics.Lag.WithLabelValues(strconv.Itoa(partition))
 	tick := time.NewTicker(w.cfg.CheckpointInterval)
 	defer tick.Stop()
@@ -219,7 +221,7 @@ func (w *Worker) warm(ctx context.Context, p *aggregate.Partition, partition int
 	if err := r.SetOffset(from); err != nil {
 		return fmt.Errorf("seek partition %d for the dedup window: %w", partition, err)
 	}
-	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Partition: partition, Next: from}
+	seen := kafkax.Continuity{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: w.cfg.Topic, Partition: partition, Next: from}
 	for {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {

@@ -37,18 +37,22 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
 	log := r.log
-	w, err := worker.New(worker.Config{Brokers: kf.list(), Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window, OpenMonths: *openMonths,
+	w, err := worker.New(worker.Config{Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.usage, TotalsTopic: *tf.totals, Group: *group, Window: *window, OpenMonths: *openMonths,
 		CheckpointInterval: *interval, SessionTimeout: *session, Location: cfg.Location, Services: cfg.Catalogue}, conn, log, worker.NewMetrics(r.registry))
 	if err != nil {
 		return err
 	}
-	accounts := worker.NewAccounts(kf.list(), *tf.accounts, cfg.Catalogue, log)
-	statuses := worker.NewStatuses(kf.list(), *tf.status, log)
+	accounts := worker.NewAccounts(kc, *tf.accounts, cfg.Catalogue, log)
+	statuses := worker.NewStatuses(kc, *tf.status, log)
 	r.run(w.Run)
 	r.run(accounts.Run)
 	r.run(statuses.Run)

@@ -27,6 +27,10 @@ func runAudit(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	bcfg, err := billing()
 	if err != nil {
 		return err
@@ -38,7 +42,7 @@ func runAudit(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	parts, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: kf.list(), Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
+	parts, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
 		Location: bcfg.Location, Services: bcfg.Catalogue})
 	if err != nil {
 		return err

@@ -25,11 +25,15 @@ func runBillsink(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	r, _, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
-	s, err := billsink.New(billsink.Config{Brokers: kf.list(), Topic: *tf.billing, Group: *group, BatchRows: *batchRows, FlushInterval: *flush, SessionTimeout: *session},
+	s, err := billsink.New(billsink.Config{Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.billing, Group: *group, BatchRows: *batchRows, FlushInterval: *flush, SessionTimeout: *session},
 		conn, r.log, billsink.NewMetrics(r.registry))
 	if err != nil {
 		return err

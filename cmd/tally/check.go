@@ -21,7 +21,7 @@ func init() {
 
 func runCheck(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("check")
-	brokers := fs.String("kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma separated")
+	kf := addKafkaFlags(fs)
 	chAddr := fs.String("clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol address")
 	chHTTP := fs.String("clickhouse-http", "http://127.0.0.1:8123", "ClickHouse HTTP interface URL")
 	chUser := fs.String("clickhouse-user", "default", "ClickHouse user")
@@ -30,6 +30,10 @@ func runCheck(ctx context.Context, env *environment, args []string) error {
 	quiet := fs.Bool("quiet", false, "print nothing; the exit code says it all")
 	skipClickHouse := fs.Bool("skip-clickhouse", false, "check Kafka only")
 	if err := env.parse(fs, args); err != nil {
+		return err
+	}
+	kc, err := kf.cluster()
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -45,7 +49,7 @@ func runCheck(ctx context.Context, env *environment, args []string) error {
 		}
 		return err
 	}
-	kerr := report("kafka "+*brokers, kafkax.Ping(ctx, kafkax.SplitBrokers(*brokers)))
+	kerr := report("kafka "+*kf.brokers, kafkax.Ping(ctx, kc))
 	if *skipClickHouse {
 		if kerr != nil {
 			return exitError{code: 1}

@@ -63,8 +63,12 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	out := env.stdout
-	if err := kafkax.Ping(ctx, kf.list()); err != nil {
+	if err := kafkax.Ping(ctx, kc); err != nil {
 		return fmt.Errorf("kafka is not running (%v): run `make up` first", err)
 	}
 	chcfg, err := cf.config()
@@ -140,7 +144,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	var events []billingEvent
 	for time.Now().Before(deadline) {
-		if events, err = readBilling(ctx, kf.list(), topic("billing")); err == nil && hasBill(events, m2) {
+		if events, err = readBilling(ctx, kc, topic("billing")); err == nil && hasBill(events, m2) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -149,7 +153,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		return errors.New("the second month was not settled in time; see " + *logFile)
 	}
 	time.Sleep(time.Second)
-	events, err = readBilling(ctx, kf.list(), topic("billing"))
+	events, err = readBilling(ctx, kc, topic("billing"))
 	if err != nil {
 		return err
 	}
@@ -170,7 +174,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	}
 	defer conn.Close()
 	var log bytes.Buffer
-	n, err := worker.Export(ctx, kf.list(), topic("settle.journal"), conn, &log)
+	n, err := worker.Export(ctx, kc, topic("settle.journal"), conn, &log)
 	if err != nil {
 		return err
 	}
@@ -185,7 +189,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	fmt.Fprintf(out, "\n✓ the billing topic (%d events) is byte-identical, account by account, to `tally replay --grace 1h` over the exported log (%d lines)\n", len(events), n)
 
 	// And nothing the gateways sent was lost on the way: every usage offset is a row or a dead letter.
-	audit, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: kf.list(), Topic: topic("usage"), DLQTopic: topic("usage.dlq"), Group: "demo-" + id + "-sink",
+	audit, err := sink.Audit(ctx, conn, sink.AuditConfig{Brokers: kc.Brokers, Security: kc.Security, Topic: topic("usage"), DLQTopic: topic("usage.dlq"), Group: "demo-" + id + "-sink",
 		Location: loc, Services: settle.DefaultCatalogue()})
 	if err != nil {
 		return err
@@ -199,14 +203,14 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	}
 	fmt.Fprintf(out, "✓ `tally audit`: every one of the usage topic's %d records is a usage row (%d), a gateway retry of one (%d) or a dead letter (%d), exactly once\n",
 		rows+retries+dead, rows, retries, dead)
-	return printRevenue(ctx, out, conn, kf.list(), topic("billing"), "demo-"+id+"-billsink", events)
+	return printRevenue(ctx, out, conn, kc, topic("billing"), "demo-"+id+"-billsink", events)
 }
 
 // printRevenue waits for the billsink to have copied the whole billing topic, prints the
 // README's revenue query over bill_lines, and checks that the bills table adds up to the bills
 // on the topic.
-func printRevenue(ctx context.Context, out io.Writer, conn driver.Conn, brokers []string, topic, group string, events []billingEvent) error {
-	ends, err := kafkax.EndOffsets(ctx, brokers, topic)
+func printRevenue(ctx context.Context, out io.Writer, conn driver.Conn, kc kafkax.Cluster, topic, group string, events []billingEvent) error {
+	ends, err := kafkax.EndOffsets(ctx, kc, topic)
 	if err != nil {
 		return err
 	}
@@ -430,9 +434,9 @@ type billingEvent struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-func readBilling(ctx context.Context, brokers []string, topic string) ([]billingEvent, error) {
+func readBilling(ctx context.Context, kc kafkax.Cluster, topic string) ([]billingEvent, error) {
 	var out []billingEvent
-	err := kafkax.ReadAll(ctx, brokers, topic, func(m kafka.Message) error {
+	err := kafkax.ReadAll(ctx, kc, topic, func(m kafka.Message) error {
 		var e billingEvent
 		if err := json.Unmarshal(m.Value, &e); err != nil {
 			return err

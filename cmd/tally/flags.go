@@ -1,16 +1,19 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
+	"github.com/tally-billing/tally/internal/tlsfiles"
 )
 
 // Shared settings of the roles, with the defaults of SPEC §7.
@@ -23,14 +26,59 @@ func newFlags(name string) *flag.FlagSet {
 }
 
 type kafkaFlags struct {
-	brokers *string
+	brokers                            *string
+	mechanism, user, password          *string
+	tls                                *bool
+	tlsCA, tlsClientCert, tlsClientKey *string
 }
 
 func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
-	return kafkaFlags{brokers: fs.String("kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma separated")}
+	return kafkaFlags{
+		brokers:       fs.String("kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma separated"),
+		mechanism:     fs.String("kafka-sasl-mechanism", "", "SASL mechanism of every Kafka connection: plain, scram-sha-256 or scram-sha-512 (empty: none)"),
+		user:          fs.String("kafka-sasl-user", "", "SASL user name"),
+		password:      fs.String("kafka-sasl-password", "", "SASL password, or @FILE holding it; keep it off the command line (TALLY_KAFKA_SASL_PASSWORD or @FILE)"),
+		tls:           fs.Bool("kafka-tls", false, "TLS on every Kafka connection (implied by --kafka-tls-ca)"),
+		tlsCA:         fs.String("kafka-tls-ca", "", "PEM CAs that sign the brokers' certificates (default: the system's)"),
+		tlsClientCert: fs.String("kafka-tls-client-cert", "", "PEM client certificate for brokers that require one"),
+		tlsClientKey:  fs.String("kafka-tls-client-key", "", "PEM private key of --kafka-tls-client-cert"),
+	}
 }
 
-func (k kafkaFlags) list() []string { return kafkax.SplitBrokers(*k.brokers) }
+// cluster is the brokers and how to connect to them, or what is wrong with the settings.
+func (k kafkaFlags) cluster() (kafkax.Cluster, error) {
+	c := kafkax.Cluster{Brokers: kafkax.SplitBrokers(*k.brokers)}
+	password, err := secretValue(*k.password)
+	if err != nil {
+		return c, fmt.Errorf("--kafka-sasl-password: %w", err)
+	}
+	if *k.mechanism != "" && (*k.user == "" || password == "") {
+		return c, errors.New("--kafka-sasl-mechanism needs --kafka-sasl-user and --kafka-sasl-password")
+	}
+	if c.Security.SASL, err = kafkax.SASL(*k.mechanism, *k.user, password); err != nil {
+		return c, fmt.Errorf("--kafka-sasl-mechanism: %w", err)
+	}
+	if *k.tls || *k.tlsCA != "" || *k.tlsClientCert != "" {
+		if c.Security.TLS, err = (tlsfiles.Client{CAFile: *k.tlsCA, CertFile: *k.tlsClientCert, KeyFile: *k.tlsClientKey}).Config(); err != nil {
+			return c, fmt.Errorf("--kafka-tls-*: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// secretValue is a secret flag's value: "@FILE" is the file's content (trailing newline
+// dropped), anything else the value itself.
+func secretValue(v string) (string, error) {
+	file, ok := strings.CutPrefix(v, "@")
+	if !ok {
+		return v, nil
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(raw), "\r\n"), nil
+}
 
 type topicFlags struct {
 	usage, dlq, accounts, ledger, billing, status, totals, journal *string

@@ -36,7 +36,12 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
-	pcfg := producer.DefaultConfig(kf.list(), *tf.usage)
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
+	pcfg := producer.DefaultConfig(kc.Brokers, *tf.usage)
+	pcfg.SASL, pcfg.TLS = kc.Security.SASL, kc.Security.TLS
 	pcfg.BatchTimeout, pcfg.Compression = *batchTimeout, *compression
 	writer, err := producer.NewWriter(pcfg)
 	if err != nil {
@@ -60,7 +65,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	r.admin.AddCheck("kafka writes", handler.Ready)
 	if *replicaCheck > 0 {
-		watch, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: kf.list(), Topic: *tf.usage, Interval: *replicaCheck}, log, r.registry)
+		watch, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.usage, Interval: *replicaCheck}, log, r.registry)
 		if err != nil {
 			return err
 		}
@@ -69,7 +74,8 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events", handler)
-	acfg := producer.DefaultConfig(kf.list(), *tf.accounts)
+	acfg := producer.DefaultConfig(kc.Brokers, *tf.accounts)
+	acfg.SASL, acfg.TLS = kc.Security.SASL, kc.Security.TLS
 	acfg.BatchTimeout = time.Millisecond // a console's changes come one at a time
 	accountsWriter, err := producer.NewWriter(acfg)
 	if err != nil {

@@ -38,6 +38,10 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	if *minISR < 0 || *replication < 0 {
 		return errors.New("--replication-factor and --min-insync-replicas must not be negative")
 	}
@@ -69,7 +73,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 				specs[i].Configs["min.insync.replicas"] = strconv.Itoa(*minISR)
 			}
 		}
-		checks, err := kafkax.EnsureTopics(ctx, kf.list(), specs...)
+		checks, err := kafkax.EnsureTopics(ctx, kc, specs...)
 		for _, c := range checks {
 			switch {
 			case c.Created:

@@ -32,7 +32,7 @@ func TestMigrateReplicatesTopicsOnACluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, topic := range []string{"tally.usage", "tally.usage.dlq", "tally.accounts", "tally.ledger", "tally.billing", "tally.account-status", "tally.usage-totals", "tally.settle.journal"} {
-		r, err := kafkax.DescribeReplication(ctx, c.Brokers(), topic)
+		r, err := kafkax.DescribeReplication(ctx, kafkax.Plaintext(c.Brokers()), topic)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ func TestMigrateReplicatesTopicsOnACluster(t *testing.T) {
 			t.Errorf("%s: %+v", topic, r)
 		}
 	}
-	if err := kafkax.CreateTopics(ctx, c.Brokers(), kafkax.TopicSpec{Name: "by-hand.usage", Partitions: 2, ReplicationFactor: 1}); err != nil {
+	if err := kafkax.CreateTopics(ctx, kafkax.Plaintext(c.Brokers()), kafkax.TopicSpec{Name: "by-hand.usage", Partitions: 2, ReplicationFactor: 1}); err != nil {
 		t.Fatal(err)
 	}
 	code, _, errOut := tally(t, append(args, "--topic-usage", "by-hand.usage")...)

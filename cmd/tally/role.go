@@ -68,6 +68,10 @@ func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.C
 	if err != nil {
 		return nil, settle.Config{}, nil, err
 	}
+	kc, err := f.kafka.cluster()
+	if err != nil {
+		return nil, settle.Config{}, nil, err
+	}
 	var conn driver.Conn
 	if f.clickhouse != nil {
 		if conn, err = f.clickhouse.open(ctx); err != nil {
@@ -79,7 +83,7 @@ func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.C
 		profiles := telemetry.NewProfiles(*f.pprof, log)
 		r.g.Go(func() error { return profiles.Run(r.ctx) })
 	}
-	r.needKafka(f.kafka.list())
+	r.needKafka(kc)
 	if conn != nil {
 		r.needClickHouse(conn)
 		r.closers = append(r.closers, conn.Close)
@@ -96,8 +100,8 @@ func startRole(ctx context.Context, adminAddr string, log *slog.Logger) *role {
 }
 
 // needKafka and needClickHouse make /readyz check the dependency.
-func (r *role) needKafka(brokers []string) {
-	r.admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, brokers) })
+func (r *role) needKafka(kc kafkax.Cluster) {
+	r.admin.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, kc) })
 }
 
 func (r *role) needClickHouse(conn driver.Conn) {

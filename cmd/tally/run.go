@@ -64,6 +64,10 @@ func runLedgerExample(ctx context.Context, env *environment, args []string) erro
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	log, err := lf.logger(env)
 	if err != nil {
 		return err
@@ -84,9 +88,9 @@ func runLedgerExample(ctx context.Context, env *environment, args []string) erro
 	if err != nil {
 		return fmt.Errorf("--default-balance %q is not a decimal", *def)
 	}
-	l := ledger.New(ledger.Config{Brokers: kf.list(), BillingTopic: *tf.billing, LedgerTopic: *tf.ledger, Balances: open, DefaultBalance: dflt, Now: env.clock()}, log)
+	l := ledger.New(ledger.Config{Brokers: kc.Brokers, Security: kc.Security, BillingTopic: *tf.billing, LedgerTopic: *tf.ledger, Balances: open, DefaultBalance: dflt, Now: env.clock()}, log)
 	r := startRole(ctx, *adminAddr, log)
-	r.needKafka(kf.list())
+	r.needKafka(kc)
 	r.run(l.Run)
 	if err := r.serveHTTP("example ledger", *httpAddr, l.Handler(), 5*time.Second, nil); err != nil {
 		return err

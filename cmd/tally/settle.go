@@ -31,12 +31,16 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
 	log := r.log
-	wcfg := worker.Config{Brokers: kf.list(), UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
+	wcfg := worker.Config{Brokers: kc.Brokers, Security: kc.Security, UsageTopic: *tf.usage, AccountsTopic: *tf.accounts, LedgerTopic: *tf.ledger,
 		BillingTopic: *tf.billing, StatusTopic: *tf.status, JournalTopic: *tf.journal, SinkGroup: *sinkGroup,
 		Billing: cfg, Grace: *grace, Clock: env.clock(), PollInterval: *poll}
 	metrics := worker.NewMetrics(r.registry)
@@ -66,12 +70,16 @@ func runExport(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	conn, err := cf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	n, err := worker.Export(ctx, kf.list(), *tf.journal, conn, env.stdout)
+	n, err := worker.Export(ctx, kc, *tf.journal, conn, env.stdout)
 	if err != nil {
 		return err
 	}

@@ -25,13 +25,17 @@ func runSink(ctx context.Context, env *environment, args []string) error {
 	if err := env.parse(fs, args); err != nil {
 		return err
 	}
+	kc, err := kf.cluster()
+	if err != nil {
+		return err
+	}
 	r, cfg, conn, err := rf.start(ctx, env)
 	if err != nil {
 		return err
 	}
 	log := r.log
 	s, err := sink.New(sink.Config{
-		Brokers: kf.list(), Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
+		Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.usage, DLQTopic: *tf.dlq, Group: *group,
 		BatchRows: *batchRows, FlushInterval: *flush, SessionTimeout: *session,
 		Location: cfg.Location, Services: cfg.Catalogue,
 	}, conn, log, sink.NewMetrics(r.registry))

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -15,19 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/internal/tlsfiles"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // tally ingest with --tls-cert, --tls-key and --tls-client-ca serves HTTPS only, and only to
 // clients showing a certificate of the client CA; tally accounts reaches it with --tls-ca and
@@ -47,13 +39,13 @@ func TestIngestServesMutualTLS(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("gw1=gateway-key-0123456789\nconsole=console-key-0123456789;console\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := testinfra.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	env := &environment{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, lookupEnv: func(string) (string, bool) { return "", false }}
 	go func() {
 		done <- run(ctx, env, []string{"ingest", "--kafka-brokers", strings.Join(brokers, ","), "--topic-usage", usage, "--topic-accounts", accountsTopic,
-			"--http-addr", addr, "--admin-addr", freeAddr(t), "--replica-check-interval", "0", "--api-keys", "@" + keys,
+			"--http-addr", addr, "--admin-addr", testinfra.FreeAddr(t), "--replica-check-interval", "0", "--api-keys", "@" + keys,
 			"--tls-cert", server.CertFile, "--tls-key", server.KeyFile, "--tls-client-ca", gateways.CertFile})
 	}()
 	defer func() {
@@ -127,5 +119,63 @@ func TestIngestServesMutualTLS(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("SIGHUP never rotated the certificate (last: %v)", err)
 		}
+	}
+}
+
+// The roles reach a Kafka that takes only SASL over TLS with the --kafka-sasl-* and
+// --kafka-tls-* flags (the password from a file, not the command line): tally check says so,
+// and refuses a wrong password; tally ingest acknowledges an event only once that Kafka has it.
+func TestRolesReachKafkaOverSASLAndTLS(t *testing.T) {
+	b := testinfra.StartSecureBroker(t)
+	dir := t.TempDir()
+	password, wrong := filepath.Join(dir, "password"), filepath.Join(dir, "wrong")
+	_ = os.WriteFile(password, []byte(b.SASLPassword+"\n"), 0o600)
+	_ = os.WriteFile(wrong, []byte("guess\n"), 0o600)
+	secure := func(passwordFile string) []string {
+		return []string{"--kafka-brokers", strings.Join(b.SecureBrokers(), ","), "--kafka-sasl-mechanism", "scram-sha-256", "--kafka-sasl-user", b.SASLUser,
+			"--kafka-sasl-password", "@" + passwordFile, "--kafka-tls-ca", b.CA.CertFile}
+	}
+	if code, out, errOut := tally(t, append([]string{"check", "--skip-clickhouse", "--timeout", "20s"}, secure(password)...)...); code != 0 {
+		t.Fatalf("tally check over SASL_SSL: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := tally(t, append([]string{"check", "--skip-clickhouse", "--timeout", "10s"}, secure(wrong)...)...); code != 1 || !strings.Contains(out, "FAIL") {
+		t.Fatalf("tally check with a wrong password: %d %s", code, out)
+	}
+
+	m, _ := kafkax.SASL("scram-sha-256", b.SASLUser, b.SASLPassword)
+	trusting, _ := tlsfiles.Client{CAFile: b.CA.CertFile}.Config()
+	cluster := kafkax.Cluster{Brokers: b.SecureBrokers(), Security: kafkax.Security{SASL: m, TLS: trusting}}
+	usage, accountsTopic := testinfra.UniqueName(t, "usage"), testinfra.UniqueName(t, "accounts")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := kafkax.CreateTopics(ctx, cluster, kafkax.TopicSpec{Name: usage, Partitions: 1}, kafkax.TopicSpec{Name: accountsTopic, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	addr := testinfra.FreeAddr(t)
+	done := make(chan int, 1)
+	env := &environment{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, lookupEnv: func(string) (string, bool) { return "", false }}
+	go func() {
+		done <- run(ctx, env, append([]string{"ingest", "--topic-usage", usage, "--topic-accounts", accountsTopic, "--http-addr", addr,
+			"--admin-addr", testinfra.FreeAddr(t), "--replica-check-interval", "0"}, secure(password)...))
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	event := fmt.Sprintf(`{"specversion":"1.0","id":"sasl-1","source":"gw","type":"tally.usage.v1","time":%q,"data":{"account":"acme","service":"image-tagging","calls":3}}`,
+		time.Now().UTC().Format(time.RFC3339))
+	var status int
+	for deadline := time.Now().Add(30 * time.Second); status != http.StatusOK && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Post("http://"+addr+"/v1/events", "application/cloudevents+json", strings.NewReader(event)); err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+		}
+	}
+	if status != http.StatusOK {
+		t.Fatalf("ingest over SASL_SSL answered %d", status)
+	}
+	var got []string
+	if err := kafkax.ReadAll(ctx, cluster, usage, func(m kafka.Message) error { got = append(got, string(m.Key)); return nil }); err != nil || len(got) != 1 || got[0] != "acme" {
+		t.Fatalf("the usage topic holds %v (%v)", got, err)
 	}
 }

@@ -26,7 +26,9 @@ import (
 
 // Config of the example ledger.
 type Config struct {
-	Brokers                   []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security                  kafkax.Security
 	BillingTopic, LedgerTopic string
 	// Balances are the opening balances; other accounts open with DefaultBalance.
 	Balances       map[string]decimal.Decimal
@@ -57,7 +59,7 @@ func New(cfg Config, log *slog.Logger) *Ledger {
 		bal[a] = b
 	}
 	return &Ledger{cfg: cfg, log: log, bal: bal, held: map[string]hold{}, seen: map[string]bool{},
-		out: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.LedgerTopic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}}
+		out: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Security.RoundTripper(), Topic: cfg.LedgerTopic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}}
 }
 
 func (l *Ledger) balance(account string) decimal.Decimal {
@@ -83,7 +85,7 @@ func (l *Ledger) Run(ctx context.Context) error {
 	defer l.out.Close()
 	var mu sync.Mutex
 	var failed error
-	err := kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: l.cfg.Brokers, Topic: l.cfg.BillingTopic, Log: l.log}, func(m kafka.Message) {
+	err := kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: l.cfg.Brokers, Security: l.cfg.Security, Topic: l.cfg.BillingTopic, Log: l.log}, func(m kafka.Message) {
 		if err := l.apply(ctx, m.Value); err != nil && ctx.Err() == nil {
 			mu.Lock()
 			failed = errors.Join(failed, err)

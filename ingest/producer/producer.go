@@ -5,6 +5,7 @@ package producer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,16 +13,22 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 )
 
 // Config of a Writer.
 type Config struct {
 	Brokers []string
-	Topic   string
+	// SASL and TLS secure every connection to Kafka (nil: none; kafka-go's sasl/plain and
+	// sasl/scram build mechanisms).
+	SASL  sasl.Mechanism
+	TLS   *tls.Config
+	Topic string
 	// BatchSize and BatchTimeout: records are sent when a batch is full or has waited this long.
 	BatchSize    int
 	BatchTimeout time.Duration
@@ -69,6 +76,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 	}
 	return &Writer{w: &kafka.Writer{
 		Addr:                   kafka.TCP(cfg.Brokers...),
+		Transport:              kafkax.Security{SASL: cfg.SASL, TLS: cfg.TLS}.RoundTripper(),
 		Topic:                  cfg.Topic,
 		Balancer:               &kafka.Murmur2Balancer{},
 		RequiredAcks:           kafka.RequireAll,

@@ -16,7 +16,9 @@ import (
 
 // AuditConfig names what Audit compares.
 type AuditConfig struct {
-	Brokers         []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security        kafkax.Security
 	Topic, DLQTopic string
 	Group           string // the sink's consumer group (its progress)
 	// Location and Services decode records as the sink does (a retry is told by its identity).
@@ -57,13 +59,13 @@ func (a PartitionAudit) Clean() bool { return len(a.Missing) == 0 && len(a.Both)
 // below the progress (retention moving past it meanwhile fails the audit: run it again); memory
 // is a bit per offset per set and an entry per identity written, per partition.
 func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAudit, error) {
-	parts, err := kafkax.Partitions(ctx, cfg.Brokers, cfg.Topic)
+	parts, err := kafkax.Partitions(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
 	sort.Ints(parts)
 	dead := map[int]*bitset{}
-	if err := kafkax.ReadAll(ctx, cfg.Brokers, cfg.DLQTopic, func(m kafka.Message) error {
+	if err := kafkax.ReadAll(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.DLQTopic, func(m kafka.Message) error {
 		if headerValue(m, HeaderTopic) != cfg.Topic {
 			return nil
 		}
@@ -87,7 +89,7 @@ func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAud
 	var out []PartitionAudit
 	for _, p := range parts {
 		a := PartitionAudit{Partition: p}
-		if a.LogStart, a.End, err = kafkax.PartitionBounds(ctx, cfg.Brokers, cfg.Topic, p); err != nil {
+		if a.LogStart, a.End, err = kafkax.PartitionBounds(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic, p); err != nil {
 			return nil, err
 		}
 		if err := ch.QueryRow(ctx, "SELECT max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
@@ -163,7 +165,7 @@ func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAud
 			classify(next, false, nil, time.Time{})
 		}
 		if a.Progress > a.LogStart {
-			err := kafkax.ReadPartitionFrom(ctx, cfg.Brokers, cfg.Topic, p, a.LogStart, func(m kafka.Message) error {
+			err := kafkax.ReadPartitionFrom(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic, p, a.LogStart, func(m kafka.Message) error {
 				if m.Offset >= a.Progress {
 					return nil
 				}

@@ -53,7 +53,7 @@ func (g *GapError) Error() string {
 
 // checkResume says whether reading partition from expected (its stored progress) loses records.
 func (s *Sink) checkResume(ctx context.Context, partition int, expected int64) error {
-	first, end, err := kafkax.PartitionBounds(ctx, s.cfg.Brokers, s.cfg.Topic, partition)
+	first, end, err := kafkax.PartitionBounds(ctx, kafkax.Cluster{Brokers: s.cfg.Brokers, Security: s.cfg.Security}, s.cfg.Topic, partition)
 	if err != nil {
 		return err
 	}

@@ -144,11 +144,11 @@ func TestSinkStopsWhenItsProgressIsPastTheTopic(t *testing.T) {
 	drain(t, e)
 	actx, acancel := context.WithTimeout(context.Background(), time.Minute)
 	defer acancel()
-	if err := kafkax.DeleteTopics(actx, e.brokers, e.topic); err != nil {
+	if err := kafkax.DeleteTopics(actx, kafkax.Plaintext(e.brokers), e.topic); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the topic to be created again", func() bool {
-		return kafkax.CreateTopics(actx, e.brokers, kafkax.TopicSpec{Name: e.topic, Partitions: 1}) == nil
+		return kafkax.CreateTopics(actx, kafkax.Plaintext(e.brokers), kafkax.TopicSpec{Name: e.topic, Partitions: 1}) == nil
 	})
 	produce(t, e, usageRecords(100, 103))
 

@@ -35,7 +35,9 @@ import (
 
 // Config of the sink.
 type Config struct {
-	Brokers  []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security kafkax.Security
 	Topic    string
 	DLQTopic string
 	// Group is the Kafka consumer group; sink instances in one group share the partitions.
@@ -92,7 +94,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 		cfg.GapPollInterval = 5 * time.Second
 	}
 	return &Sink{cfg: cfg, ch: ch, log: log, metrics: metrics, stops: map[int]*GapError{}, dlq: &kafka.Writer{
-		Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafka.Murmur2Balancer{},
+		Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Security.RoundTripper(), Topic: cfg.DLQTopic, Balancer: &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, MaxAttempts: 10,
 	}}, nil
 }
@@ -101,12 +103,12 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 // its new partitions from their progress in ClickHouse.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.dlq.Close()
-	if retention, err := kafkax.TopicRetention(ctx, s.cfg.Brokers, s.cfg.Topic); err == nil {
+	if retention, err := kafkax.TopicRetention(ctx, kafkax.Cluster{Brokers: s.cfg.Brokers, Security: s.cfg.Security}, s.cfg.Topic); err == nil {
 		s.metrics.Retention.Set(retention.Seconds())
 	} else {
 		s.log.Warn("sink: could not read the usage topic's retention (tally_sink_topic_retention_seconds stays 0)", "err", err)
 	}
-	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Security: s.cfg.Security, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
 		s.log, s.metrics.Errors.Inc, s.consume)
 }
 
@@ -139,11 +141,11 @@ func (s *Sink) consumeFrom(ctx context.Context, gen *kafka.Generation, partition
 		return err
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition,
+		Brokers: s.cfg.Brokers, Dialer: s.cfg.Security.Dialer(), Topic: s.cfg.Topic, Partition: partition,
 		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond, QueueCapacity: 4096,
 	})
 	defer r.Close()
-	seen := kafkax.Continuity{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition, Next: expected}
+	seen := kafkax.Continuity{Brokers: s.cfg.Brokers, Security: s.cfg.Security, Topic: s.cfg.Topic, Partition: partition, Next: expected}
 	if err := r.SetOffset(expected); err != nil {
 		return fmt.Errorf("seek partition %d to %d: %w", partition, expected, err)
 	}

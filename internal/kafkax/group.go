@@ -12,9 +12,10 @@ import (
 
 // GroupConfig configures RunGroup.
 type GroupConfig struct {
-	Brokers []string
-	Topic   string
-	Group   string
+	Brokers  []string
+	Security Security
+	Topic    string
+	Group    string
 	// SessionTimeout: how soon the group notices a member that died.
 	SessionTimeout time.Duration
 }
@@ -30,7 +31,7 @@ type PartitionFunc func(ctx context.Context, gen *kafka.Generation, partition in
 // ClickHouse, beside the data it wrote).
 func RunGroup(ctx context.Context, cfg GroupConfig, log *slog.Logger, onError func(), fn PartitionFunc) error {
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID: cfg.Group, Brokers: cfg.Brokers, Topics: []string{cfg.Topic},
+		ID: cfg.Group, Brokers: cfg.Brokers, Dialer: cfg.Security.Dialer(), Topics: []string{cfg.Topic},
 		StartOffset: kafka.FirstOffset, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.SessionTimeout,
 		HeartbeatInterval: cfg.SessionTimeout / 6, JoinGroupBackoff: time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka consumer group: " + fmt.Sprintf(msg, args...)) }),

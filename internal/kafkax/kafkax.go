@@ -28,16 +28,16 @@ func SplitBrokers(s string) []string {
 
 // Ping asks the cluster for its metadata through the first broker that answers, proving it
 // serves the Kafka protocol (an open port is not enough), with a real round trip each time.
-func Ping(ctx context.Context, brokers []string) error {
-	if len(brokers) == 0 {
+func Ping(ctx context.Context, c Cluster) error {
+	if len(c.Brokers) == 0 {
 		return errors.New("kafka: no brokers configured")
 	}
 	var errs []error
-	for _, b := range brokers {
+	for _, b := range c.Brokers {
 		// A transport of its own: kafka-go's shared one answers metadata requests from its cache
 		// (transport.go, connPool.roundTrip), so a ping through it stays green for a while after
 		// the brokers are gone. A fresh one makes the round trip.
-		tr := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour}
+		tr := c.Security.Transport(&kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour})
 		client := &kafka.Client{Addr: kafka.TCP(b), Timeout: 5 * time.Second, Transport: tr}
 		md, err := client.Metadata(ctx, &kafka.MetadataRequest{})
 		tr.CloseIdleConnections()
@@ -67,8 +67,8 @@ type TopicSpec struct {
 }
 
 // CreateTopics creates the topics that do not exist yet; existing ones are left as they are.
-func CreateTopics(ctx context.Context, brokers []string, specs ...TopicSpec) error {
-	conn, err := dialController(ctx, brokers)
+func CreateTopics(ctx context.Context, c Cluster, specs ...TopicSpec) error {
+	conn, err := dialController(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -91,13 +91,13 @@ func CreateTopics(ctx context.Context, brokers []string, specs ...TopicSpec) err
 	for i, s := range specs {
 		names[i] = s.Name
 	}
-	return waitForLeaders(ctx, brokers, names)
+	return waitForLeaders(ctx, c, names)
 }
 
 // waitForLeaders returns once every partition of the topics has a leader: creation is
 // asynchronous, and a produce before that fails with UnknownTopicOrPartition.
-func waitForLeaders(ctx context.Context, brokers []string, topics []string) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+func waitForLeaders(ctx context.Context, c Cluster, topics []string) error {
+	client := c.Client(5 * time.Second)
 	for {
 		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 		if err == nil && allLed(md, len(topics)) {
@@ -129,8 +129,8 @@ func allLed(md *kafka.MetadataResponse, want int) bool {
 }
 
 // DeleteTopics deletes the named topics.
-func DeleteTopics(ctx context.Context, brokers []string, names ...string) error {
-	conn, err := dialController(ctx, brokers)
+func DeleteTopics(ctx context.Context, c Cluster, names ...string) error {
+	conn, err := dialController(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -142,11 +142,12 @@ func DeleteTopics(ctx context.Context, brokers []string, names ...string) error 
 }
 
 // dialController connects to the cluster's controller, which topic administration must go to.
-func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) {
+func dialController(ctx context.Context, c Cluster) (*kafka.Conn, error) {
+	brokers, dialer := c.Brokers, c.Security.Dialer()
 	if len(brokers) == 0 {
 		return nil, errors.New("kafka: no brokers configured")
 	}
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	conn, err := dialer.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return nil, fmt.Errorf("dial kafka %s: %w", brokers[0], err)
 	}
@@ -156,7 +157,7 @@ func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) 
 		return nil, fmt.Errorf("find kafka controller: %w", err)
 	}
 	addr := net.JoinHostPort(ctrl.Host, fmt.Sprint(ctrl.Port))
-	cc, err := kafka.DialContext(ctx, "tcp", addr)
+	cc, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial kafka controller %s: %w", addr, err)
 	}
@@ -178,10 +179,10 @@ type TopicCheck struct {
 // the accounts topic forgets activations) is set to the spec; a partition count that differs
 // where the spec requires it exactly (ExactPartitions), or a replication factor below the spec's,
 // is refused, since changing either moves keys or cannot be done in place.
-func EnsureTopics(ctx context.Context, brokers []string, specs ...TopicSpec) ([]TopicCheck, error) {
-	tr := &kafka.Transport{MetadataTTL: time.Hour} // its own: a fresh view, not the shared cache
+func EnsureTopics(ctx context.Context, c Cluster, specs ...TopicSpec) ([]TopicCheck, error) {
+	tr := c.Security.Transport(&kafka.Transport{MetadataTTL: time.Hour}) // its own: a fresh view, not the shared cache
 	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
+	client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second, Transport: tr}
 	names := make([]string, len(specs))
 	for i, s := range specs {
 		names[i] = s.Name
@@ -206,7 +207,7 @@ func EnsureTopics(ctx context.Context, brokers []string, specs ...TopicSpec) ([]
 		}
 	}
 	if len(missing) > 0 {
-		if err := CreateTopics(ctx, brokers, missing...); err != nil {
+		if err := CreateTopics(ctx, c, missing...); err != nil {
 			return nil, err
 		}
 	}
@@ -289,8 +290,8 @@ func repairConfigs(ctx context.Context, client *kafka.Client, s TopicSpec) ([]st
 }
 
 // TopicRetention is the topic's retention.ms (negative: records are kept for ever).
-func TopicRetention(ctx context.Context, brokers []string, topic string) (time.Duration, error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+func TopicRetention(ctx context.Context, c Cluster, topic string) (time.Duration, error) {
+	client := c.Client(10 * time.Second)
 	v, err := topicSetting(ctx, client, topic, "retention.ms")
 	if err != nil {
 		return 0, err
@@ -337,10 +338,10 @@ type ShortPartition struct {
 
 // DescribeReplication asks a fresh view of the cluster (not kafka-go's cached metadata) for the
 // in-sync replicas of every partition of topic.
-func DescribeReplication(ctx context.Context, brokers []string, topic string) (Replication, error) {
-	tr := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour}
+func DescribeReplication(ctx context.Context, c Cluster, topic string) (Replication, error) {
+	tr := c.Security.Transport(&kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: time.Hour})
 	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: tr}
+	client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 5 * time.Second, Transport: tr}
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return Replication{}, fmt.Errorf("describe topic %s: %w", topic, err)

@@ -147,7 +147,7 @@ func TestFollowRidesOutABrokerRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const topic = "follow-restart"
-	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: 2}); err != nil {
+	if err := kafkax.CreateTopics(ctx, kafkax.Plaintext(brokers), kafkax.TopicSpec{Name: topic, Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
 	produce := func(from, to int) {
@@ -224,16 +224,16 @@ func TestPingTellsWhenTheBrokerIsDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for range 3 {
-		if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
+		if err := kafkax.Ping(ctx, kafkax.Plaintext(b.Brokers())); err != nil {
 			t.Fatal(err)
 		}
 	}
 	b.Stop()
-	if err := kafkax.Ping(ctx, b.Brokers()); err == nil {
+	if err := kafkax.Ping(ctx, kafkax.Plaintext(b.Brokers())); err == nil {
 		t.Fatal("ping of a stopped broker succeeded")
 	}
 	b.Start()
-	if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
+	if err := kafkax.Ping(ctx, kafkax.Plaintext(b.Brokers())); err != nil {
 		t.Fatalf("ping after the restart: %v", err)
 	}
 }
@@ -245,12 +245,12 @@ func TestEnsureTopicsCreatesRepairsAndRefuses(t *testing.T) {
 	brokers, status := testinfra.Topic(t, 2, map[string]string{"retention.ms": "86400000"})
 	_, journal := testinfra.Topic(t, 2, nil)
 	fresh := testinfra.UniqueName(t, "t")
-	t.Cleanup(func() { _ = kafkax.DeleteTopics(context.Background(), brokers, fresh) })
+	t.Cleanup(func() { _ = kafkax.DeleteTopics(context.Background(), kafkax.Plaintext(brokers), fresh) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	want := map[string]string{"cleanup.policy": "compact", "retention.ms": "-1"}
 	specs := []kafkax.TopicSpec{{Name: status, Partitions: 4, Configs: want}, {Name: fresh, Partitions: 3, Configs: map[string]string{"retention.ms": "-1"}}}
-	checks, err := kafkax.EnsureTopics(ctx, brokers, specs...)
+	checks, err := kafkax.EnsureTopics(ctx, kafkax.Plaintext(brokers), specs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,11 +272,11 @@ func TestEnsureTopicsCreatesRepairsAndRefuses(t *testing.T) {
 			t.Errorf("after the repair %s = %s; want %s", e.ConfigName, e.ConfigValue, want[e.ConfigName])
 		}
 	}
-	again, err := kafkax.EnsureTopics(ctx, brokers, specs...)
+	again, err := kafkax.EnsureTopics(ctx, kafkax.Plaintext(brokers), specs...)
 	if err != nil || len(again[0].Repaired) != 0 || again[1].Created {
 		t.Fatalf("second run: %+v, %v", again, err)
 	}
-	_, err = kafkax.EnsureTopics(ctx, brokers, kafkax.TopicSpec{Name: journal, Partitions: 1, ExactPartitions: true})
+	_, err = kafkax.EnsureTopics(ctx, kafkax.Plaintext(brokers), kafkax.TopicSpec{Name: journal, Partitions: 1, ExactPartitions: true})
 	if err == nil || !strings.Contains(err.Error(), "must have exactly 1") {
 		t.Fatalf("a journal with 2 partitions: %v", err)
 	}

@@ -13,11 +13,11 @@ import (
 )
 
 // Partitions lists the partition ids of topic.
-func Partitions(ctx context.Context, brokers []string, topic string) ([]int, error) {
-	if len(brokers) == 0 {
+func Partitions(ctx context.Context, c Cluster, topic string) ([]int, error) {
+	if len(c.Brokers) == 0 {
 		return nil, errors.New("kafka: no brokers configured")
 	}
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	conn, err := c.Security.Dialer().DialContext(ctx, "tcp", c.Brokers[0])
 	if err != nil {
 		return nil, err
 	}
@@ -35,13 +35,13 @@ func Partitions(ctx context.Context, brokers []string, topic string) ([]int, err
 
 // ReadAll reads every partition of topic from its start to its end as of the call, partition by
 // partition (a one-partition topic is read in log order), then returns.
-func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.Message) error) error {
-	parts, err := Partitions(ctx, brokers, topic)
+func ReadAll(ctx context.Context, c Cluster, topic string, fn func(kafka.Message) error) error {
+	parts, err := Partitions(ctx, c, topic)
 	if err != nil {
 		return err
 	}
 	for _, p := range parts {
-		if err := ReadPartitionFrom(ctx, brokers, topic, p, kafka.FirstOffset, fn); err != nil {
+		if err := ReadPartitionFrom(ctx, c, topic, p, kafka.FirstOffset, fn); err != nil {
 			return err
 		}
 	}
@@ -52,8 +52,8 @@ func ReadAll(ctx context.Context, brokers []string, topic string, fn func(kafka.
 // first record still there) to its end as of the call, then returns. When records at or after
 // from are gone (retention or an admin deleted them), it reads nothing and returns a
 // *DeletedError: a caller resuming from stored progress must not skip them unknowingly.
-func ReadPartitionFrom(ctx context.Context, brokers []string, topic string, partition int, from int64, fn func(kafka.Message) error) error {
-	first, end, err := PartitionBounds(ctx, brokers, topic, partition)
+func ReadPartitionFrom(ctx context.Context, c Cluster, topic string, partition int, from int64, fn func(kafka.Message) error) error {
+	first, end, err := PartitionBounds(ctx, c, topic, partition)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func ReadPartitionFrom(ctx context.Context, brokers []string, topic string, part
 	if end <= from {
 		return nil
 	}
-	return readRange(ctx, brokers, topic, partition, from, end, fn)
+	return readRange(ctx, c, topic, partition, from, end, fn)
 }
 
 // DeletedError: records [From, First) of a partition were to be read and are gone from Kafka.
@@ -82,8 +82,8 @@ func (e *DeletedError) Error() string {
 }
 
 // EndOffsets are the offsets after the last record of each partition of topic.
-func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	parts, err := Partitions(ctx, brokers, topic)
+func EndOffsets(ctx context.Context, c Cluster, topic string) (map[int]int64, error) {
+	parts, err := Partitions(ctx, c, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]in
 	for _, p := range parts {
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	client := c.Client(10 * time.Second)
 	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
@@ -106,8 +106,8 @@ func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]in
 	return out, nil
 }
 
-func readRange(ctx context.Context, brokers []string, topic string, p int, first, end int64, fn func(kafka.Message) error) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
+func readRange(ctx context.Context, c Cluster, topic string, p int, first, end int64, fn func(kafka.Message) error) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.Brokers, Dialer: c.Security.Dialer(), Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond, MaxBytes: 16 << 20})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return err
@@ -128,8 +128,9 @@ func readRange(ctx context.Context, brokers []string, topic string, p int, first
 
 // FollowConfig says what Follow reads and whom it tells.
 type FollowConfig struct {
-	Brokers []string
-	Topic   string
+	Brokers  []string
+	Security Security
+	Topic    string
 	// CaughtUp, when not nil, is called once, when every partition has been read up to its end
 	// as of the start (so a follower can tell it holds the whole topic).
 	CaughtUp func()
@@ -152,7 +153,7 @@ func Follow(ctx context.Context, cfg FollowConfig, fn func(kafka.Message)) error
 	var parts []int
 	for attempt := 0; ; attempt++ {
 		var err error
-		if parts, err = Partitions(ctx, cfg.Brokers, cfg.Topic); err == nil {
+		if parts, err = Partitions(ctx, Cluster{cfg.Brokers, cfg.Security}, cfg.Topic); err == nil {
 			f.ok()
 			break
 		}
@@ -232,7 +233,7 @@ func (f *follower) ok(p ...int) {
 // partition reads p from *next until ctx ends or a read fails, advancing *next past each record
 // handed to fn.
 func (f *follower) partition(ctx context.Context, p int, next *int64, caught *bool, done func(), fn func(kafka.Message)) error {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.cfg.Brokers, Topic: f.cfg.Topic, Partition: p, MaxWait: 200 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.cfg.Brokers, Dialer: f.cfg.Security.Dialer(), Topic: f.cfg.Topic, Partition: p, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(*next); err != nil {
 		return err
@@ -288,8 +289,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // PartitionBounds are the offset of the first record still in partition p of topic (the log
 // start: retention and deleted records move it) and the offset after its last record.
-func PartitionBounds(ctx context.Context, brokers []string, topic string, p int) (first, end int64, err error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+func PartitionBounds(ctx context.Context, c Cluster, topic string, p int) (first, end int64, err error) {
+	client := c.Client(10 * time.Second)
 	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p)}}})
 	if err != nil {
 		return 0, 0, fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
@@ -312,6 +313,7 @@ func PartitionBounds(ctx context.Context, brokers []string, topic string, p int)
 // resuming from stored progress would skip them unknowingly.
 type Continuity struct {
 	Brokers   []string
+	Security  Security
 	Topic     string
 	Partition int
 	// Next is the offset the next record must have (the stored progress at the start).
@@ -327,7 +329,7 @@ func (c *Continuity) Take(ctx context.Context, m kafka.Message) error {
 	if m.Offset <= from {
 		return nil
 	}
-	first, _, err := PartitionBounds(ctx, c.Brokers, c.Topic, c.Partition)
+	first, _, err := PartitionBounds(ctx, Cluster{c.Brokers, c.Security}, c.Topic, c.Partition)
 	if err != nil {
 		return err
 	}
@@ -339,7 +341,7 @@ func (c *Continuity) Take(ctx context.Context, m kafka.Message) error {
 
 // Resume checks, before reading from c.Next, that no record at or after it is gone already.
 func (c *Continuity) Resume(ctx context.Context) error {
-	first, _, err := PartitionBounds(ctx, c.Brokers, c.Topic, c.Partition)
+	first, _, err := PartitionBounds(ctx, Cluster{c.Brokers, c.Security}, c.Topic, c.Partition)
 	if err != nil {
 		return err
 	}

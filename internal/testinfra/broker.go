@@ -144,16 +144,24 @@ func newBroker(t testing.TB) *Broker {
 // configure writes the node's settings from the template `make up` uses and formats its storage.
 func (b *Broker) configure(nodeID int, voters string, replication, minISR int) {
 	b.t.Helper()
+	b.configureWith(nodeID, voters, replication, minISR, func(props string) string { return props })
+}
+
+// configureWith is configure with the settings edited by edit and more arguments to the storage
+// format.
+func (b *Broker) configureWith(nodeID int, voters string, replication, minISR int, edit func(string) string, format ...string) {
+	b.t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join(moduleRoot(b.t), "deploy", "local", "kafka", "server.properties.tmpl"))
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	props := strings.NewReplacer("@STATE@", b.dir, "@CONTROLLER_PORT@", fmt.Sprint(b.controllerPort), "@PORT@", fmt.Sprint(b.port),
 		"@NODE_ID@", fmt.Sprint(nodeID), "@VOTERS@", voters, "@REPLICATION@", fmt.Sprint(replication), "@MIN_ISR@", fmt.Sprint(minISR)).Replace(string(tmpl))
+	props = edit(props)
 	if err := os.WriteFile(b.props(), []byte(props), 0o600); err != nil {
 		b.t.Fatal(err)
 	}
-	if out, err := b.java("kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qk", "-c", b.props()).CombinedOutput(); err != nil {
+	if out, err := b.java("kafka.tools.StorageTool", append([]string{"format", "-t", "MkU3OEVBNTcwNTJENDM2Qk", "-c", b.props()}, format...)...).CombinedOutput(); err != nil {
 		b.t.Fatalf("format the broker's storage: %v\n%s", err, out)
 	}
 }
@@ -211,7 +219,7 @@ func (b *Broker) waitServing() {
 }
 
 func (b *Broker) probe(ctx context.Context) error {
-	if err := kafkax.Ping(ctx, b.Brokers()); err != nil {
+	if err := kafkax.Ping(ctx, kafkax.Plaintext(b.Brokers())); err != nil {
 		return err
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(b.Brokers()...), Topic: "tally-test-probe", AllowAutoTopicCreation: true, RequiredAcks: kafka.RequireAll,
@@ -269,4 +277,52 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// SecureBroker is a test broker that also listens for SASL_SSL (SASL over TLS) as a production
+// cluster does: its certificate is signed by CA, and the user SASLUser may log in with
+// SASLPassword by SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN. Its plaintext listener stays for the
+// broker itself (and for the test to look on).
+type SecureBroker struct {
+	*Broker
+	CA                     *CA
+	SASLUser, SASLPassword string
+	securePort             int
+}
+
+// StartSecureBroker starts a SecureBroker; it is killed when the test ends.
+func StartSecureBroker(t testing.TB) *SecureBroker {
+	t.Helper()
+	b := &SecureBroker{Broker: newBroker(t), CA: NewCA(t, "kafka-test"), SASLUser: "tally", SASLPassword: "tally-secret-" + UniqueName(t, "pw"), securePort: freePort(t)}
+	cert := b.CA.Issue(t, "broker", "127.0.0.1", "localhost")
+	keystore := filepath.Join(b.dir, "broker-keystore.pem") // Kafka's PEM keystore: the key, then the chain
+	key, _ := os.ReadFile(cert.KeyFile)
+	chain, _ := os.ReadFile(cert.CertFile)
+	if err := os.WriteFile(keystore, append(key, chain...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secure := fmt.Sprintf("SASL_SSL://127.0.0.1:%d", b.securePort)
+	b.configureWith(1, fmt.Sprintf("1@127.0.0.1:%d", b.controllerPort), 1, 1, func(props string) string {
+		props = strings.NewReplacer(
+			fmt.Sprintf("listeners=PLAINTEXT://127.0.0.1:%d,", b.port), fmt.Sprintf("listeners=PLAINTEXT://127.0.0.1:%d,%s,", b.port, secure),
+			fmt.Sprintf("advertised.listeners=PLAINTEXT://127.0.0.1:%d\n", b.port), fmt.Sprintf("advertised.listeners=PLAINTEXT://127.0.0.1:%d,%s\n", b.port, secure),
+			"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n", "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n",
+		).Replace(props)
+		return props + strings.Join([]string{
+			"sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+			"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+			"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;",
+			fmt.Sprintf(`listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_%s="%s";`, b.SASLUser, b.SASLPassword),
+			"ssl.keystore.type=PEM",
+			"ssl.keystore.location=" + keystore,
+		}, "\n") + "\n"
+	}, "--add-scram", fmt.Sprintf("SCRAM-SHA-256=[name=%s,password=%s]", b.SASLUser, b.SASLPassword),
+		"--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", b.SASLUser, b.SASLPassword))
+	b.Start()
+	return b
+}
+
+// SecureBrokers are the addresses of the SASL_SSL listener.
+func (b *SecureBroker) SecureBrokers() []string {
+	return []string{fmt.Sprintf("127.0.0.1:%d", b.securePort)}
 }

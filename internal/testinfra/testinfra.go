@@ -74,7 +74,7 @@ func Kafka(t testing.TB) []string {
 	brokers := KafkaBrokers()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := kafkax.Ping(ctx, brokers); err != nil {
+	if err := kafkax.Ping(ctx, kafkax.Plaintext(brokers)); err != nil {
 		t.Fatalf("Kafka is not reachable (%v); run `make up` first, or set TALLY_TEST_KAFKA_BROKERS", err)
 	}
 	return brokers
@@ -98,13 +98,13 @@ func Topic(t testing.TB, partitions int, configs map[string]string) (brokers []s
 	topic = UniqueName(t, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := kafkax.CreateTopics(ctx, brokers, kafkax.TopicSpec{Name: topic, Partitions: partitions, Configs: TopicConfigs(configs)}); err != nil {
+	if err := kafkax.CreateTopics(ctx, kafkax.Plaintext(brokers), kafkax.TopicSpec{Name: topic, Partitions: partitions, Configs: TopicConfigs(configs)}); err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := kafkax.DeleteTopics(ctx, brokers, topic); err != nil {
+		if err := kafkax.DeleteTopics(ctx, kafkax.Plaintext(brokers), topic); err != nil {
 			t.Logf("cleanup: %v", err)
 		}
 	})
@@ -185,7 +185,7 @@ func EndOffsets(t testing.TB, brokers []string, topic string, partitions int) ma
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := kafkax.EndOffsets(ctx, brokers, topic)
+	ends, err := kafkax.EndOffsets(ctx, kafkax.Plaintext(brokers), topic)
 	if err != nil {
 		t.Fatal(err)
 	}

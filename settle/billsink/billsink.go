@@ -37,7 +37,9 @@ import (
 // Config of the billsink.
 type Config struct {
 	Brokers []string
-	Topic   string // the billing topic
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security kafkax.Security
+	Topic    string // the billing topic
 	// Group is the Kafka consumer group of the billsink instances, and the consumer its progress
 	// is recorded under.
 	Group string
@@ -104,7 +106,7 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Sink,
 
 // Run consumes until ctx ends.
 func (s *Sink) Run(ctx context.Context) error {
-	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: s.cfg.Brokers, Security: s.cfg.Security, Topic: s.cfg.Topic, Group: s.cfg.Group, SessionTimeout: s.cfg.SessionTimeout},
 		s.log, s.metrics.Errors.Inc, s.consume)
 }
 
@@ -115,7 +117,7 @@ func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int
 	if err != nil {
 		return err
 	}
-	seen := kafkax.Continuity{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition, Next: next}
+	seen := kafkax.Continuity{Brokers: s.cfg.Brokers, Security: s.cfg.Security, Topic: s.cfg.Topic, Partition: partition, Next: next}
 	var gone *kafkax.DeletedError
 	if err := seen.Resume(ctx); errors.As(err, &gone) {
 		s.lost(gone)
@@ -123,7 +125,7 @@ func (s *Sink) consume(ctx context.Context, gen *kafka.Generation, partition int
 	} else if err != nil {
 		return err
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Brokers, Topic: s.cfg.Topic, Partition: partition, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Brokers, Dialer: s.cfg.Security.Dialer(), Topic: s.cfg.Topic, Partition: partition, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(next); err != nil {
 		return fmt.Errorf("seek partition %d to %d: %w", partition, next, err)

@@ -45,7 +45,7 @@ func NewElected(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics, 
 // Run takes part in the election until ctx ends, settling while it leads.
 func (e *Elected) Run(ctx context.Context) error {
 	e.log.Info("settle: standing by for the journal", "group", e.group, "journal", e.cfg.JournalTopic)
-	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: e.cfg.Brokers, Topic: e.cfg.JournalTopic, Group: e.group, SessionTimeout: e.sessionTimeout},
+	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: e.cfg.Brokers, Security: e.cfg.Security, Topic: e.cfg.JournalTopic, Group: e.group, SessionTimeout: e.sessionTimeout},
 		e.log, nil, func(ctx context.Context, _ *kafka.Generation, _ int) error {
 			w, err := New(e.cfg, e.ch, e.log, e.metrics) // a fresh state each term: it recovers what the last leader left
 			if err != nil {

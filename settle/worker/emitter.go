@@ -16,7 +16,9 @@ import (
 
 // EmitterConfig says where the settle worker's output goes and how much of it is buffered.
 type EmitterConfig struct {
-	Brokers                   []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security                  kafkax.Security
 	BillingTopic, StatusTopic string
 	// MaxBuffered events are held before a flush is forced (memory bound of a settlement's
 	// output); flushes also happen at every point the worker needs its output on the topics.
@@ -49,8 +51,8 @@ func (c EmitterConfig) Validate() error {
 }
 
 // DefaultEmitterConfig: 50,000 events buffered (a few tens of MB), 512 KiB chunks.
-func DefaultEmitterConfig(brokers []string, billing, status string) EmitterConfig {
-	return EmitterConfig{Brokers: brokers, BillingTopic: billing, StatusTopic: status, MaxBuffered: 50_000, ChunkBytes: 512 << 10}
+func DefaultEmitterConfig(cluster kafkax.Cluster, billing, status string) EmitterConfig {
+	return EmitterConfig{Brokers: cluster.Brokers, Security: cluster.Security, BillingTopic: billing, StatusTopic: status, MaxBuffered: 50_000, ChunkBytes: 512 << 10}
 }
 
 // Emitter writes the billing core's output events in large ordered batches. SPEC §3 asks the
@@ -82,8 +84,8 @@ func NewEmitter(cfg EmitterConfig, onWritten func(typ string, n int)) (*Emitter,
 		onWritten = func(string, int) {}
 	}
 	return &Emitter{cfg: cfg, types: map[string]int{}, onWritten: onWritten,
-		billing: newTopicWriter(cfg.Brokers, cfg.BillingTopic, cfg.ChunkBytes),
-		status:  newTopicWriter(cfg.Brokers, cfg.StatusTopic, cfg.ChunkBytes)}, nil
+		billing: newTopicWriter(kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.BillingTopic, cfg.ChunkBytes),
+		status:  newTopicWriter(kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.StatusTopic, cfg.ChunkBytes)}, nil
 }
 
 // Add buffers one event; when the buffer is full it flushes with ctx.
@@ -151,7 +153,7 @@ const chunkMessages = 4096
 
 // topicWriter holds one topic's buffered messages by partition.
 type topicWriter struct {
-	brokers    []string
+	cluster    kafkax.Cluster
 	topic      string
 	chunkBytes int
 	w          *kafka.Writer
@@ -160,9 +162,9 @@ type topicWriter struct {
 	byPart     map[int][]kafka.Message
 }
 
-func newTopicWriter(brokers []string, topic string, chunkBytes int) *topicWriter {
-	return &topicWriter{brokers: brokers, topic: topic, chunkBytes: chunkBytes, byPart: map[int][]kafka.Message{},
-		w: &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: partitionChosen{}, RequiredAcks: kafka.RequireAll,
+func newTopicWriter(cluster kafkax.Cluster, topic string, chunkBytes int) *topicWriter {
+	return &topicWriter{cluster: cluster, topic: topic, chunkBytes: chunkBytes, byPart: map[int][]kafka.Message{},
+		w: &kafka.Writer{Addr: kafka.TCP(cluster.Brokers...), Transport: cluster.Security.RoundTripper(), Topic: topic, Balancer: partitionChosen{}, RequiredAcks: kafka.RequireAll,
 			// One chunk is one produce request: the writer must not split it (a failed first half
 			// would be followed by a written second half) nor hold it back waiting for more. The
 			// writer allocates BatchSize messages for every batch, so it is the chunk's count bound,
@@ -179,7 +181,7 @@ func (t *topicWriter) assign(ctx context.Context) error {
 		return nil
 	}
 	if t.partitions == nil {
-		parts, err := kafkax.Partitions(ctx, t.brokers, t.topic)
+		parts, err := kafkax.Partitions(ctx, t.cluster, t.topic)
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,7 @@ type emitted struct {
 func readEmitted(t *testing.T, brokers []string, topic string) emitted {
 	t.Helper()
 	got := emitted{byKey: map[string][]string{}, partition: map[string]int{}}
-	if err := kafkax.ReadAll(context.Background(), brokers, topic, func(m kafka.Message) error {
+	if err := kafkax.ReadAll(context.Background(), kafkax.Plaintext(brokers), topic, func(m kafka.Message) error {
 		var o struct{ ID string }
 		if err := json.Unmarshal(m.Value, &o); err != nil {
 			return err
@@ -51,7 +51,7 @@ func readEmitted(t *testing.T, brokers []string, topic string) emitted {
 func TestEmitterWritesInOrderByAccount(t *testing.T) {
 	brokers, billing := testinfra.Topic(t, 4, nil)
 	_, status := testinfra.Topic(t, 3, nil)
-	cfg := worker.DefaultEmitterConfig(brokers, billing, status)
+	cfg := worker.DefaultEmitterConfig(kafkax.Plaintext(brokers), billing, status)
 	cfg.MaxBuffered, cfg.ChunkBytes = 700, 16<<10 // several flushes, many chunks per partition
 	counted := map[string]int{}
 	e, err := worker.NewEmitter(cfg, func(typ string, n int) { counted[typ] += n })
@@ -92,7 +92,7 @@ func TestEmitterWritesInOrderByAccount(t *testing.T) {
 	if got.total != accounts*perAccount {
 		t.Fatalf("billing topic holds %d events, want %d", got.total, accounts*perAccount)
 	}
-	parts, err := kafkax.Partitions(context.Background(), brokers, billing)
+	parts, err := kafkax.Partitions(context.Background(), kafkax.Plaintext(brokers), billing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestEmitterWritesInOrderByAccount(t *testing.T) {
 func TestEmitterStopsAfterAFailedFlush(t *testing.T) {
 	brokers, billing := testinfra.Topic(t, 2, nil)
 	_, status := testinfra.Topic(t, 1, nil)
-	cfg := worker.DefaultEmitterConfig(brokers, billing, status)
+	cfg := worker.DefaultEmitterConfig(kafkax.Plaintext(brokers), billing, status)
 	cfg.ChunkBytes = 1024
 	e, err := worker.NewEmitter(cfg, nil)
 	if err != nil {

@@ -45,8 +45,8 @@ func (e Entry) Bytes() []byte {
 // Journal walks the settle worker's log in order: each journalled input, and before each tick the
 // usage records the tick covers that the previous one did not. Copies a write retry left in the
 // journal are not part of the log (journalCopies).
-func Journal(ctx context.Context, brokers []string, topic string, ch driver.Conn, fn func(Entry) error) error {
-	return journalFrom(ctx, brokers, topic, 0, Offsets{}, &journalCopies{}, func(from, to Offsets) error {
+func Journal(ctx context.Context, c kafkax.Cluster, topic string, ch driver.Conn, fn func(Entry) error) error {
+	return journalFrom(ctx, c, topic, 0, Offsets{}, &journalCopies{}, func(from, to Offsets) error {
 		return usageRows(ctx, ch, from, to, func(u contract.Usage, received time.Time) error {
 			return fn(Entry{Usage: &u, Received: received})
 		})
@@ -93,9 +93,9 @@ func (c *journalCopies) copied(e Entry) bool {
 // already (a snapshot's point, with copies knowing its inputs and tick): before each tick,
 // usage(previous tick's offsets, the tick's) walks the usage between them, then fn gets the
 // tick; fn gets every other record as it comes, except copies.
-func journalFrom(ctx context.Context, brokers []string, topic string, from int64, covered Offsets, copies *journalCopies,
+func journalFrom(ctx context.Context, c kafkax.Cluster, topic string, from int64, covered Offsets, copies *journalCopies,
 	usage func(from, to Offsets) error, fn func(Entry) error) error {
-	return kafkax.ReadPartitionFrom(ctx, brokers, topic, 0, from, func(m kafka.Message) error {
+	return kafkax.ReadPartitionFrom(ctx, c, topic, 0, from, func(m kafka.Message) error {
 		e, err := journalEntry(m)
 		if err != nil {
 			return err
@@ -148,9 +148,9 @@ func journalEntry(m kafka.Message) (Entry, error) {
 
 // Export writes the settle worker's log as JSON lines: `tally replay` over it reproduces what the
 // worker emitted.
-func Export(ctx context.Context, brokers []string, topic string, ch driver.Conn, out io.Writer) (int, error) {
+func Export(ctx context.Context, c kafkax.Cluster, topic string, ch driver.Conn, out io.Writer) (int, error) {
 	n := 0
-	err := Journal(ctx, brokers, topic, ch, func(e Entry) error {
+	err := Journal(ctx, c, topic, ch, func(e Entry) error {
 		n++
 		if _, err := out.Write(e.Bytes()); err != nil {
 			return err

@@ -149,7 +149,7 @@ func newMonthBench(b *testing.B, accounts int, services []string, perPair, calls
 	if err := conn.QueryRow(ctx, "SELECT sum(calls) FROM usage_events").Scan(&m.calls); err != nil {
 		b.Fatal(err)
 	}
-	ends, err := kafkax.EndOffsets(ctx, m.brokers, m.usage)
+	ends, err := kafkax.EndOffsets(ctx, kafkax.Plaintext(m.brokers), m.usage)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func (p *settleProcess) stop(sig syscall.Signal) {
 }
 
 func (m *monthBench) billingEvents(b *testing.B) int64 {
-	ends, err := kafkax.EndOffsets(context.Background(), m.brokers, m.billing)
+	ends, err := kafkax.EndOffsets(context.Background(), kafkax.Plaintext(m.brokers), m.billing)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func (m *monthBench) run(b *testing.B, bin string, kill bool) monthResult {
 func (m *monthBench) checkOnce(b *testing.B) {
 	seen := make(map[string]bool, m.pairs/4)
 	bills := 0
-	if err := kafkax.ReadAll(context.Background(), m.brokers, m.billing, func(msg kafka.Message) error {
+	if err := kafkax.ReadAll(context.Background(), kafkax.Plaintext(m.brokers), m.billing, func(msg kafka.Message) error {
 		var o struct{ ID, Type string }
 		if err := json.Unmarshal(msg.Value, &o); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/cloudevent"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle/worker"
 )
@@ -22,7 +23,7 @@ import (
 func TestOfficialGoSDKReceiverReadsBills(t *testing.T) {
 	brokers, billing := testinfra.Topic(t, 2, nil)
 	_, status := testinfra.Topic(t, 1, nil)
-	e, err := worker.NewEmitter(worker.DefaultEmitterConfig(brokers, billing, status), func(string, int) {})
+	e, err := worker.NewEmitter(worker.DefaultEmitterConfig(kafkax.Plaintext(brokers), billing, status), func(string, int) {})
 	if err != nil {
 		t.Fatal(err)
 	}

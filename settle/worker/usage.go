@@ -299,12 +299,12 @@ func firstUsage(ctx context.Context, ch driver.Conn) (received, occurred time.Ti
 // (or the end of the partition, when there is none yet).
 //
 // It returns those offsets: the end of the usage the settlement at s covers.
-func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic, sinkGroup string, s time.Time) (Offsets, string, error) {
-	parts, err := kafkax.Partitions(ctx, brokers, topic)
+func usageComplete(ctx context.Context, ch driver.Conn, c kafkax.Cluster, topic, sinkGroup string, s time.Time) (Offsets, string, error) {
+	parts, err := kafkax.Partitions(ctx, c, topic)
 	if err != nil {
 		return nil, "", err
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	client := c.Client(10 * time.Second)
 	var atS []kafka.OffsetRequest
 	for _, p := range parts {
 		atS = append(atS, kafka.TimeOffsetOf(p, s))
@@ -313,7 +313,7 @@ func usageComplete(ctx context.Context, ch driver.Conn, brokers []string, topic,
 	if err != nil {
 		return nil, "", fmt.Errorf("offsets of %s at %s: %w", topic, s.Format(time.RFC3339), err)
 	}
-	last, err := kafkax.EndOffsets(ctx, brokers, topic)
+	last, err := kafkax.EndOffsets(ctx, c, topic)
 	if err != nil {
 		return nil, "", err
 	}

@@ -40,7 +40,9 @@ import (
 
 // Config of the settle worker.
 type Config struct {
-	Brokers                                 []string
+	Brokers []string
+	// Security is how connections to Kafka are made (SASL, TLS); zero: plaintext.
+	Security                                kafkax.Security
 	UsageTopic, AccountsTopic, LedgerTopic  string
 	BillingTopic, StatusTopic, JournalTopic string
 	SinkGroup                               string // whose progress says usage is complete
@@ -48,6 +50,11 @@ type Config struct {
 	Grace                                   time.Duration
 	Clock                                   func() time.Time
 	PollInterval                            time.Duration
+}
+
+// kafka is the cluster the worker reads and writes.
+func (c Config) kafka() kafkax.Cluster {
+	return kafkax.Cluster{Brokers: c.Brokers, Security: c.Security}
 }
 
 // Validate reports every problem at once.
@@ -139,9 +146,9 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	}
 	w := &Worker{cfg: cfg, ch: ch, log: log, metrics: metrics, emitted: map[string]bool{}, next: map[string]int64{}, fed: Offsets{},
 		snapshots: &snapshotStore{ch: ch, topic: cfg.JournalTopic}, ctx: context.Background(),
-		journal:      newTopicWriter(cfg.Brokers, cfg.JournalTopic, journalChunkBytes),
+		journal:      newTopicWriter(cfg.kafka(), cfg.JournalTopic, journalChunkBytes),
 		usageByEvent: metrics.UsageRead.WithLabelValues("event"), usageBySummary: metrics.UsageRead.WithLabelValues("summary")}
-	out, err := NewEmitter(DefaultEmitterConfig(cfg.Brokers, cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
+	out, err := NewEmitter(DefaultEmitterConfig(cfg.kafka(), cfg.BillingTopic, cfg.StatusTopic), func(typ string, n int) {
 		telemetry.AddInt(metrics.Emitted.WithLabelValues(typ), int64(n))
 	})
 	if err != nil {
@@ -208,12 +215,12 @@ func (w *Worker) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	parts, err := kafkax.Partitions(ctx, w.cfg.Brokers, w.cfg.BillingTopic)
+	parts, err := kafkax.Partitions(ctx, w.cfg.kafka(), w.cfg.BillingTopic)
 	if err != nil {
 		return err
 	}
 	for _, p := range parts {
-		if err := kafkax.ReadPartitionFrom(ctx, w.cfg.Brokers, w.cfg.BillingTopic, p, billingFrom[p], func(m kafka.Message) error {
+		if err := kafkax.ReadPartitionFrom(ctx, w.cfg.kafka(), w.cfg.BillingTopic, p, billingFrom[p], func(m kafka.Message) error {
 			var o struct{ ID string }
 			if json.Unmarshal(m.Value, &o) == nil && o.ID != "" {
 				w.emitted[o.ID] = true
@@ -225,7 +232,7 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	n, ticks := 0, 0
 	copies := &journalCopies{next: maps.Clone(w.next), lastTick: w.lastTick}
-	if err := journalFrom(ctx, w.cfg.Brokers, w.cfg.JournalTopic, from, covered, copies, func(from, to Offsets) error {
+	if err := journalFrom(ctx, w.cfg.kafka(), w.cfg.JournalTopic, from, covered, copies, func(from, to Offsets) error {
 		return w.feedUsage(ctx, from, to)
 	}, func(e Entry) error {
 		n++
@@ -300,11 +307,11 @@ func (w *Worker) takeSnapshot(ctx context.Context) {
 }
 
 func (w *Worker) saveSnapshot(ctx context.Context) (size int, journalOffset int64, err error) {
-	journalEnd, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.JournalTopic)
+	journalEnd, err := kafkax.EndOffsets(ctx, w.cfg.kafka(), w.cfg.JournalTopic)
 	if err != nil {
 		return 0, 0, err
 	}
-	billing, err := kafkax.EndOffsets(ctx, w.cfg.Brokers, w.cfg.BillingTopic)
+	billing, err := kafkax.EndOffsets(ctx, w.cfg.kafka(), w.cfg.BillingTopic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -316,19 +323,19 @@ func (w *Worker) saveSnapshot(ctx context.Context) (size int, journalOffset int6
 func (w *Worker) live(ctx context.Context) error {
 	readers := map[string]*kafka.Reader{}
 	for _, topic := range []string{w.cfg.AccountsTopic, w.cfg.LedgerTopic} {
-		parts, err := kafkax.Partitions(ctx, w.cfg.Brokers, topic)
+		parts, err := kafkax.Partitions(ctx, w.cfg.kafka(), topic)
 		if err != nil {
 			return err
 		}
 		for _, p := range parts {
 			src := topic + "/" + strconv.Itoa(p)
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.cfg.Brokers, Dialer: w.cfg.Security.Dialer(), Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
 			defer r.Close()
 			start, ok := w.next[src]
 			if !ok {
 				start = kafka.FirstOffset
 			}
-			resume := kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, Next: max(start, 0)}
+			resume := kafkax.Continuity{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: topic, Partition: p, Next: max(start, 0)}
 			if err := w.inputsLost(resume.Resume(ctx)); err != nil {
 				return err
 			}
@@ -348,7 +355,7 @@ func (w *Worker) live(ctx context.Context) error {
 			return err
 		}
 		if due {
-			covered, why, err := usageComplete(ctx, w.ch, w.cfg.Brokers, w.cfg.UsageTopic, w.cfg.SinkGroup, s)
+			covered, why, err := usageComplete(ctx, w.ch, w.cfg.kafka(), w.cfg.UsageTopic, w.cfg.SinkGroup, s)
 			if err != nil && ctx.Err() == nil {
 				// Only a look (offsets, the sink's progress), nothing written: a partition whose
 				// leader is moving to another broker, or a ClickHouse restart, is waited out
@@ -554,7 +561,7 @@ func (w *Worker) journalInputs(ctx context.Context, inputs []input, now time.Tim
 		if c == nil {
 			topic, part, _ := splitSource(in.source)
 			p, _ := strconv.Atoi(part)
-			c = &kafkax.Continuity{Brokers: w.cfg.Brokers, Topic: topic, Partition: p, Next: w.next[in.source]}
+			c = &kafkax.Continuity{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: topic, Partition: p, Next: w.next[in.source]}
 			seen[in.source] = c
 		}
 		if err := w.inputsLost(c.Take(ctx, in.msg)); err != nil {

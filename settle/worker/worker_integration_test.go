@@ -84,7 +84,7 @@ func setupOn(t *testing.T, brokers []string, server *testinfra.ClickHouseServer)
 		if len(brokers) >= 3 { // a cluster: replicated as in production
 			spec.ReplicationFactor, spec.Configs["min.insync.replicas"] = 3, "2"
 		}
-		if err := kafkax.CreateTopics(ctx, brokers, spec); err != nil {
+		if err := kafkax.CreateTopics(ctx, kafkax.Plaintext(brokers), spec); err != nil {
 			t.Fatal(err)
 		}
 		return name
@@ -203,7 +203,7 @@ func journalledOnce(t *testing.T, e *env) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	first, copies := map[string][]byte{}, 0
-	if err := kafkax.ReadPartitionFrom(ctx, e.brokers, e.journal, 0, kafka.FirstOffset, func(m kafka.Message) error {
+	if err := kafkax.ReadPartitionFrom(ctx, kafkax.Plaintext(e.brokers), e.journal, 0, kafka.FirstOffset, func(m kafka.Message) error {
 		h := map[string]string{}
 		for _, x := range m.Headers {
 			h[x.Key] = string(x.Value)
@@ -262,7 +262,7 @@ func replayExport(t *testing.T, e *env) []string {
 func replayExportWith(t *testing.T, e *env, grace time.Duration) []string {
 	t.Helper()
 	var log bytes.Buffer
-	if _, err := worker.Export(context.Background(), e.brokers, e.journal, e.conn, &log); err != nil {
+	if _, err := worker.Export(context.Background(), kafkax.Plaintext(e.brokers), e.journal, e.conn, &log); err != nil {
 		t.Fatal(err)
 	}
 	var out, rej bytes.Buffer
