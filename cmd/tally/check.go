@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/kafkax"
 )
@@ -22,10 +20,7 @@ func init() {
 func runCheck(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("check")
 	kf := addKafkaFlags(fs)
-	chAddr := fs.String("clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol address")
-	chHTTP := fs.String("clickhouse-http", "http://127.0.0.1:8123", "ClickHouse HTTP interface URL")
-	chUser := fs.String("clickhouse-user", "default", "ClickHouse user")
-	chPassword := fs.String("clickhouse-password", "", "ClickHouse password")
+	cf := addClickHouseFlags(fs)
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	quiet := fs.Bool("quiet", false, "print nothing; the exit code says it all")
 	skipClickHouse := fs.Bool("skip-clickhouse", false, "check Kafka only")
@@ -56,16 +51,32 @@ func runCheck(ctx context.Context, env *environment, args []string) error {
 		}
 		return nil
 	}
-	herr := report("clickhouse "+*chHTTP, chx.PingHTTP(ctx, *chHTTP))
-	nerr := report("clickhouse "+*chAddr, func() error {
-		conn, err := chx.Open(ctx, chx.Config{Addr: *chAddr, Protocol: clickhouse.Native, Username: *chUser, Password: *chPassword})
-		if err != nil {
-			return err
+	var errs []error
+	for _, protocol := range []string{"http", "native"} {
+		where := *cf.http
+		if protocol == "native" {
+			where = *cf.addr
 		}
-		defer conn.Close()
-		return chx.SelectOne(ctx, conn)
-	}())
-	if errors.Join(kerr, herr, nerr) != nil {
+		errs = append(errs, report("clickhouse "+where, func() error {
+			cfg, err := cf.configFor(protocol)
+			if err != nil {
+				return err
+			}
+			cfg.Database = "" // the server, not the database: check runs before migrate creates it
+			if protocol == "http" {
+				if err := chx.PingHTTP(ctx, *cf.http, cfg.TLS); err != nil {
+					return err
+				}
+			}
+			conn, err := chx.Open(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return chx.SelectOne(ctx, conn)
+		}()))
+	}
+	if errors.Join(append(errs, kerr)...) != nil {
 		return exitError{code: 1}
 	}
 	return nil

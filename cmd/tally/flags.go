@@ -99,31 +99,51 @@ func addTopicFlags(fs *flag.FlagSet) topicFlags {
 
 type clickhouseFlags struct {
 	addr, http, user, password, database, protocol *string
+	tls                                            *bool
+	tlsCA, tlsClientCert, tlsClientKey             *string
 }
 
 func addClickHouseFlags(fs *flag.FlagSet) clickhouseFlags {
 	return clickhouseFlags{
-		addr:     fs.String("clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol address"),
-		http:     fs.String("clickhouse-http", "http://127.0.0.1:8123", "ClickHouse HTTP interface URL"),
-		user:     fs.String("clickhouse-user", "default", "ClickHouse user"),
-		password: fs.String("clickhouse-password", "", "ClickHouse password"),
-		database: fs.String("clickhouse-database", "tally", "ClickHouse database"),
-		protocol: fs.String("clickhouse-protocol", "http", "protocol of the roles' connections: http (--clickhouse-http) or native (--clickhouse-addr); http is the default because the local chDB engine aborts when a native client dies mid-query"),
+		addr:          fs.String("clickhouse-addr", "127.0.0.1:9000", "ClickHouse native protocol address"),
+		http:          fs.String("clickhouse-http", "http://127.0.0.1:8123", "ClickHouse HTTP interface URL (https://: over TLS)"),
+		user:          fs.String("clickhouse-user", "default", "ClickHouse user"),
+		password:      fs.String("clickhouse-password", "", "ClickHouse password, or @FILE holding it; keep it off the command line (TALLY_CLICKHOUSE_PASSWORD or @FILE)"),
+		database:      fs.String("clickhouse-database", "tally", "ClickHouse database"),
+		protocol:      fs.String("clickhouse-protocol", "http", "protocol of the roles' connections: http (--clickhouse-http) or native (--clickhouse-addr); http is the default because the local chDB engine aborts when a native client dies mid-query"),
+		tls:           fs.Bool("clickhouse-tls", false, "TLS on the native protocol (the secure port); HTTP takes TLS from an https:// --clickhouse-http"),
+		tlsCA:         fs.String("clickhouse-tls-ca", "", "PEM CAs that sign ClickHouse's certificate (default: the system's)"),
+		tlsClientCert: fs.String("clickhouse-tls-client-cert", "", "PEM client certificate, for a ClickHouse that requires one"),
+		tlsClientKey:  fs.String("clickhouse-tls-client-key", "", "PEM private key of --clickhouse-tls-client-cert"),
 	}
 }
 
-func (c clickhouseFlags) config() (chx.Config, error) {
-	cfg := chx.Config{Addr: *c.addr, Protocol: clickhouse.Native, Username: *c.user, Password: *c.password, Database: *c.database}
-	switch *c.protocol {
+// config is how the roles connect (--clickhouse-protocol).
+func (c clickhouseFlags) config() (chx.Config, error) { return c.configFor(*c.protocol) }
+
+// configFor is the connection over protocol, native or http.
+func (c clickhouseFlags) configFor(protocol string) (chx.Config, error) {
+	password, err := secretValue(*c.password)
+	if err != nil {
+		return chx.Config{}, fmt.Errorf("--clickhouse-password: %w", err)
+	}
+	cfg := chx.Config{Addr: *c.addr, Protocol: clickhouse.Native, Username: *c.user, Password: password, Database: *c.database}
+	secure := *c.tls
+	switch protocol {
 	case "native":
 	case "http":
 		u, err := url.Parse(*c.http)
-		if err != nil || u.Host == "" {
-			return cfg, fmt.Errorf("--clickhouse-http %q is not a URL like http://127.0.0.1:8123", *c.http)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return cfg, fmt.Errorf("--clickhouse-http %q is not a URL like http://127.0.0.1:8123 or https://clickhouse:8443", *c.http)
 		}
-		cfg.Addr, cfg.Protocol = u.Host, clickhouse.HTTP
+		cfg.Addr, cfg.Protocol, secure = u.Host, clickhouse.HTTP, u.Scheme == "https"
 	default:
-		return cfg, fmt.Errorf("--clickhouse-protocol %q: want native or http", *c.protocol)
+		return cfg, fmt.Errorf("--clickhouse-protocol %q: want native or http", protocol)
+	}
+	if secure || *c.tlsCA != "" || *c.tlsClientCert != "" {
+		if cfg.TLS, err = (tlsfiles.Client{CAFile: *c.tlsCA, CertFile: *c.tlsClientCert, KeyFile: *c.tlsClientKey}).Config(); err != nil {
+			return cfg, fmt.Errorf("--clickhouse-tls-*: %w", err)
+		}
 	}
 	return cfg, nil
 }

@@ -2,7 +2,9 @@ package chx_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/tally-billing/tally/internal/chx"
 	"github.com/tally-billing/tally/internal/testinfra"
+	"github.com/tally-billing/tally/internal/tlsfiles"
 )
 
 // Batch insert, ReplacingMergeTree collapsing duplicates under FINAL, and an exact Decimal round
@@ -71,13 +74,61 @@ func TestPingHTTPAndSelectOne(t *testing.T) {
 	conn, _ := testinfra.ClickHouse(t, clickhouse.Native)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := chx.PingHTTP(ctx, "http://"+testinfra.ClickHouseHTTPAddr()); err != nil {
+	if err := chx.PingHTTP(ctx, "http://"+testinfra.ClickHouseHTTPAddr(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := chx.SelectOne(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if err := chx.PingHTTP(ctx, "http://127.0.0.1:1"); err == nil {
+	if err := chx.PingHTTP(ctx, "http://127.0.0.1:1", nil); err == nil {
 		t.Fatal("PingHTTP of a closed port succeeded")
+	}
+}
+
+// Over TLS, to the real ClickHouse behind a TLS terminator (the local engine serves no TLS
+// itself): on the native protocol a client trusting the certificate's CA connects and queries,
+// one trusting another CA or speaking plaintext to the TLS port gets nothing; the HTTP
+// interface answers /ping over HTTPS (queries over HTTPS need a user with a password, which
+// the local engine has not; Validate says so).
+func TestTLSConnections(t *testing.T) {
+	ca := testinfra.NewCA(t, "clickhouse")
+	cert := ca.Issue(t, "clickhouse", "127.0.0.1")
+	trusting, err := tlsfiles.Client{CAFile: ca.CertFile}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := tlsfiles.Client{CAFile: testinfra.NewCA(t, "stranger").CertFile}.Config()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	native := chx.Config{Addr: testinfra.TLSProxy(t, testinfra.ClickHouseNativeAddr(), cert), Protocol: clickhouse.Native, Username: "default", TLS: trusting}
+	conn, err := chx.Open(ctx, native)
+	if err != nil {
+		t.Fatalf("native over TLS: %v", err)
+	}
+	err = chx.SelectOne(ctx, conn)
+	_ = conn.Close()
+	if err != nil {
+		t.Fatalf("native over TLS: SELECT 1: %v", err)
+	}
+	for name, tlsConfig := range map[string]*tls.Config{"another CA": stranger, "no TLS": nil} {
+		bad := native
+		bad.TLS = tlsConfig
+		if conn, err := chx.Open(ctx, bad); err == nil {
+			_ = conn.Close()
+			t.Errorf("native with %s: connected", name)
+		}
+	}
+
+	https := "https://" + testinfra.TLSProxy(t, testinfra.ClickHouseHTTPAddr(), cert)
+	if err := chx.PingHTTP(ctx, https, trusting); err != nil {
+		t.Errorf("ping over https: %v", err)
+	}
+	if err := chx.PingHTTP(ctx, https, stranger); err == nil {
+		t.Error("ping over https trusting another CA answered")
+	}
+	noPassword := chx.Config{Addr: strings.TrimPrefix(https, "https://"), Protocol: clickhouse.HTTP, Username: "default", TLS: trusting}
+	if err := noPassword.Validate(); err == nil || !strings.Contains(err.Error(), "needs a password") {
+		t.Errorf("HTTPS without a password: %v", err)
 	}
 }

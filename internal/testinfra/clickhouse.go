@@ -87,7 +87,7 @@ func (s *ClickHouseServer) Start() {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for {
-		if chx.PingHTTP(ctx, s.HTTPURL()) == nil {
+		if chx.PingHTTP(ctx, s.HTTPURL(), nil) == nil {
 			if conn, err := chx.Open(ctx, s.HTTPConfig("")); err == nil {
 				err = chx.SelectOne(ctx, conn)
 				_ = conn.Close()
