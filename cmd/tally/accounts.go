@@ -60,8 +60,8 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	period := fs.String("period", "", "show: billing month YYYY-MM (default the current one)")
 	ingestURL := fs.String("ingest-url", "http://127.0.0.1:8080", "base URL of tally ingest (the accounts API)")
 	queryURL := fs.String("query-url", "http://127.0.0.1:8081", "base URL of tally aggregate (the query API)")
-	apiKey := fs.String("api-key", "", "bearer key for the accounts API (a key with ;console); better from TALLY_API_KEY")
-	queryKey := fs.String("query-key", "", "show: bearer key for the query API (one of tally aggregate's --query-keys; default --api-key); better from TALLY_QUERY_KEY")
+	apiKey := fs.String("api-key", "", "bearer key for the accounts API (a key with ;console): @FILE, or set TALLY_API_KEY (a key on the command line is refused)")
+	queryKey := fs.String("query-key", "", "show: bearer key for the query API (one of tally aggregate's --query-keys; default --api-key): @FILE, or set TALLY_QUERY_KEY")
 	asJSON := fs.Bool("json", false, "print the APIs' JSON answers")
 	caFile := fs.String("tls-ca", "", "PEM CAs to trust for https:// URLs (default: the system's)")
 	clientCert := fs.String("tls-client-cert", "", "PEM client certificate, for APIs that require one (--tls-client-ca on the role)")
@@ -71,6 +71,13 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	}
 	if *account == "" {
 		return errors.New("--account is required")
+	}
+	for _, key := range []*string{apiKey, queryKey} {
+		v, err := secretValue(*key)
+		if err != nil {
+			return fmt.Errorf("--api-key / --query-key: %w", err)
+		}
+		*key = v
 	}
 	tlsConfig, err := tlsfiles.Client{CAFile: *caFile, CertFile: *clientCert, KeyFile: *clientKey}.Config()
 	if err != nil {

@@ -76,3 +76,37 @@ func TestSecurityFlags(t *testing.T) {
 		}
 	}
 }
+
+// A secret in the clear on the command line is refused with where to put it instead; the same
+// secret from its TALLY_* variable or @FILE is taken, and a key list of hashes may stay inline.
+func TestSecretsAreRefusedOnTheCommandLine(t *testing.T) {
+	for _, args := range [][]string{
+		{"check", "--clickhouse-password", "hunter2-hunter2", "--skip-clickhouse"},
+		{"check", "--kafka-sasl-password=hunter2-hunter2"},
+		{"ingest", "--api-keys", "gw=0123456789abcdef0123"},
+		{"ingest", "--api-keys", "gw=sha256:" + strings.Repeat("ab", 32) + ",gw2=0123456789abcdef0123"},
+		{"aggregate", "--query-keys", "acme=0123456789abcdef0123;accounts=acme"},
+		{"accounts", "show", "--account", "acme", "--query-key", "0123456789abcdef0123"},
+	} {
+		code, _, errOut := tally(t, args...)
+		if code == 0 || !strings.Contains(errOut, "readable by anyone on this machine") || strings.Contains(errOut, "hunter2") || strings.Contains(errOut, "0123456789abcdef0123") {
+			t.Errorf("%v: exit %d, %s", args, code, errOut)
+		}
+	}
+	hashes := "gw=sha256:" + strings.Repeat("ab", 32) + ";accounts=acme"
+	if exposedSecret("api-keys", hashes) || exposedSecret("clickhouse-password", "@/run/secrets/ch") || exposedSecret("kafka-brokers", "k:9092") {
+		t.Error("a hash list, a @FILE or a broker list counted as a secret in the clear")
+	}
+	var out, errOut strings.Builder
+	env := &environment{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, lookupEnv: func(name string) (string, bool) {
+		if name == "TALLY_KAFKA_SASL_PASSWORD" {
+			return "from-the-environment", true
+		}
+		return "", false
+	}}
+	fs := newFlags("t")
+	kf := addKafkaFlags(fs)
+	if err := env.parse(fs, nil); err != nil || *kf.password != "from-the-environment" {
+		t.Fatalf("the password from TALLY_KAFKA_SASL_PASSWORD: %q %v", *kf.password, err)
+	}
+}

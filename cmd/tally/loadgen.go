@@ -30,7 +30,7 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 	retries := fs.Float64("retries", 0.01, "share of events sent twice (gateway retries)")
 	seed := fs.Uint64("seed", 1, "random seed: the same seed writes the same log")
 	target := fs.String("target", "", "instead of writing a log, POST fresh events to this ingest URL (e.g. http://127.0.0.1:8080/v1/events)")
-	apiKey := fs.String("api-key", "", "with --target: the bearer key")
+	apiKey := fs.String("api-key", "", "with --target: the bearer key, as @FILE or TALLY_API_KEY")
 	batch := fs.Int("batch", 100, "with --target: events per request")
 	clients := fs.Int("clients", 8, "with --target: concurrent clients")
 	duration := fs.Duration("duration", 10*time.Second, "with --target: how long to send")
@@ -55,7 +55,11 @@ func runLoadgen(ctx context.Context, env *environment, args []string) error {
 		if *batch < 1 || *clients < 1 || *duration <= 0 || *duration > time.Hour || *rate < 0 || *shape != "minimal" && *shape != "sdk" {
 			return errors.New("--batch and --clients must be ≥ 1, --duration within (0, 1h], --rate ≥ 0 and --shape minimal or sdk")
 		}
-		return httpLoad(ctx, env, httpLoadConfig{target: *target, apiKey: *apiKey, batch: *batch, clients: *clients, duration: *duration,
+		key, err := secretValue(*apiKey)
+		if err != nil {
+			return fmt.Errorf("--api-key: %w", err)
+		}
+		return httpLoad(ctx, env, httpLoadConfig{target: *target, apiKey: key, batch: *batch, clients: *clients, duration: *duration,
 			rate: *rate, accounts: *accounts, services: cfg.Catalogue.ServiceIDs(), sdk: *shape == "sdk", retries: *retries})
 	}
 	w := bufio.NewWriterSize(env.stdout, 1<<16)

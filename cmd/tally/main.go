@@ -47,9 +47,30 @@ func (e *environment) logger(level slog.Level) *slog.Logger {
 }
 
 // parse resolves a subcommand's flags: command line, then TALLY_* environment, then --config file.
+// A secret in the clear on the command line is refused (exposedSecret).
 func (e *environment) parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(e.stderr)
-	return config.Parse(fs, args, e.lookupEnv)
+	return config.ParseRefusingSecrets(fs, args, e.lookupEnv, exposedSecret)
+}
+
+// exposedSecret reports a secret flag whose value holds the secret itself: passwords and client
+// keys are fine only as @FILE, key lists only as @FILE or entries of hashes (NAME=sha256:HEX).
+func exposedSecret(name, value string) bool {
+	if value == "" || strings.HasPrefix(value, "@") {
+		return false
+	}
+	switch name {
+	case "kafka-sasl-password", "clickhouse-password", "api-key", "query-key":
+		return true
+	case "api-keys", "query-keys":
+		for _, entry := range strings.Split(value, ",") {
+			head, _, _ := strings.Cut(entry, ";")
+			if _, secret, _ := strings.Cut(head, "="); !strings.HasPrefix(strings.TrimSpace(secret), "sha256:") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var commands = map[string]command{}

@@ -96,7 +96,9 @@ func TestIngestServesMutualTLS(t *testing.T) {
 		}
 	}
 
-	activate := []string{"accounts", "activate", "--ingest-url", "https://" + addr, "--api-key", "console-key-0123456789", "--account", "acme",
+	consoleKey := filepath.Join(t.TempDir(), "console-key")
+	_ = os.WriteFile(consoleKey, []byte("console-key-0123456789\n"), 0o600)
+	activate := []string{"accounts", "activate", "--ingest-url", "https://" + addr, "--api-key", "@" + consoleKey, "--account", "acme",
 		"--service", "image-tagging", "--tls-ca", ca.CertFile}
 	if code, _, errOut := tally(t, append(activate, "--tls-client-cert", gw.CertFile, "--tls-client-key", gw.KeyFile)...); code != 0 {
 		t.Fatalf("tally accounts over mutual TLS: %d %s", code, errOut)

@@ -288,7 +288,7 @@ func (k *Keyring) Admit(r *http.Request) (*Key, *Refusal) {
 	if !ok {
 		detail := "missing or unknown API key (Authorization: Bearer <key>)"
 		if k.Len() == 0 {
-			detail = "this API has no keys configured, so it lets loopback clients in and no one else (give the role --api-keys @FILE)"
+			detail = "this API has no keys configured, so it lets loopback clients in and no one else (give the role its key file: --api-keys or --query-keys @FILE)"
 		}
 		return nil, &Refusal{Status: http.StatusUnauthorized, Detail: detail}
 	}

@@ -25,11 +25,27 @@ func EnvName(flagName string) string {
 // (when fs defines it and it is set). File keys are flag names; values are strings, numbers or
 // booleans. Unknown keys in the file are errors, so a typo does not pass silently.
 func Parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
+	return ParseRefusingSecrets(fs, args, lookupEnv, nil)
+}
+
+// ParseRefusingSecrets is Parse that first refuses every flag given on the command line whose
+// value exposed reports as a secret in the clear: /proc/<pid>/cmdline shows a process's
+// arguments to anyone on the machine, while its environment and files are its own.
+func ParseRefusingSecrets(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool), exposed func(name, value string) bool) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var refused []error
+	fs.Visit(func(f *flag.Flag) {
+		given[f.Name] = true
+		if exposed != nil && exposed(f.Name, f.Value.String()) {
+			refused = append(refused, fmt.Errorf("--%s on the command line is readable by anyone on this machine (/proc/<pid>/cmdline): give @FILE, or set %s", f.Name, EnvName(f.Name)))
+		}
+	})
+	if err := errors.Join(refused...); err != nil {
+		return err
+	}
 
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
