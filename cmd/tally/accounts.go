@@ -228,8 +228,14 @@ func showAccount(ctx context.Context, out io.Writer, client *http.Client, base, 
 	if err != nil {
 		return err
 	}
+	// The history comes from the billsink's tables; without them the rest still shows.
+	var history aggworker.History
+	rawHistory, historyErr := getJSON(ctx, client, base+"/history?bills=3&holds=6", key, &history)
 	if asJSON {
-		_, err := fmt.Fprintf(out, `{"terms":%s,"usage":%s,"status":%s}`+"\n", bytes.TrimSpace(rawTerms), bytes.TrimSpace(rawUsage), bytes.TrimSpace(rawStatus))
+		if historyErr != nil {
+			rawHistory = []byte("null")
+		}
+		_, err := fmt.Fprintf(out, `{"terms":%s,"usage":%s,"status":%s,"history":%s}`+"\n", bytes.TrimSpace(rawTerms), bytes.TrimSpace(rawUsage), bytes.TrimSpace(rawStatus), bytes.TrimSpace(rawHistory))
 		return err
 	}
 	fmt.Fprintf(out, "%s: %s", account, status["status"])
@@ -263,6 +269,55 @@ func showAccount(ctx context.Context, out io.Writer, client *http.Client, base, 
 	fmt.Fprintln(w, "service\tcalls\tfree left\tprepaid\tprepaid left\ttier\tunit\tamount so far\t")
 	for _, s := range usage.Services {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", s.Service, s.Calls, s.FreeCallsLeft, s.PrepaidCalls, s.PrepaidCallsLeft, s.Tier, s.UnitPrice, s.AmountSoFar)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if historyErr != nil {
+		_, err := fmt.Fprintf(out, "\nHistory: not available (%v)\n", historyErr)
+		return err
+	}
+	return printHistory(out, history)
+}
+
+// printHistory lays out the last bills (with lines and adjustments), holds and status changes.
+func printHistory(out io.Writer, h aggworker.History) error {
+	fmt.Fprintf(out, "\nLast bills\n")
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "period\tbill\ttotal\tissued")
+	for _, b := range h.Bills {
+		fmt.Fprintf(w, "%s\t%s\t%s %s\t%s\n", b.Period, b.BillID, b.Total, b.Currency, b.IssuedAt)
+		for _, l := range b.Lines {
+			fmt.Fprintf(w, "\t  %s\t%s\t%d calls: %d free, %d prepaid, %d billed at tier %d, %s per 1,000\n", l.Service, l.Amount, l.Calls, l.FreeCalls, l.PrepaidCalls, l.BillableCalls, l.Tier, l.UnitPrice)
+		}
+		for _, a := range b.Adjustments {
+			fmt.Fprintf(w, "\t  adjustment %s %s\t%s\t%d → %d calls\n", a.Period, a.Service, a.Amount, a.CallsBefore, a.CallsAfter)
+		}
+	}
+	if len(h.Bills) == 0 {
+		fmt.Fprintln(w, "(none yet)\t\t\t")
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nHolds\n")
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "at\tkind\thold\tamount\tfor (estimated from)")
+	for _, x := range h.Holds {
+		basis := ""
+		if x.ForPeriod != "" {
+			basis = fmt.Sprintf("%s (%s)", x.ForPeriod, x.BasisPeriod)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", x.At, x.Kind, x.HoldID, x.Amount, basis)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nStatus changes\n")
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "at\tstatus\treason")
+	for _, c := range h.StatusChanges {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", c.At, c.Status, c.Reason)
 	}
 	return w.Flush()
 }

@@ -83,10 +83,19 @@ func TestAccountsCommand(t *testing.T) {
 	query.HandleFunc("GET /v1/accounts/initech/status", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, `{"account":"initech","status":"active"}`)
 	})
+	query.HandleFunc("GET /v1/accounts/initech/history", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `{"account":"initech","bills":[{"bill_id":"bill:initech:2026-09","account":"initech","period":"2026-09","currency":"CNY","total":"-147.30",`+
+			`"lines":[{"service":"product-recognition","activated":true,"calls":20000,"free_calls":10000,"prepaid_calls":0,"billable_calls":10000,"tier":1,"unit_price":"2.5","amount":"25.00"}],`+
+			`"adjustments":[{"period":"2026-08","service":"product-recognition","calls_before":999001,"calls_after":1001001,"amount":"-172.30"}],"issued_at":"2026-10-01T00:00:00+08:00"}],`+
+			`"holds":[{"event_id":"h1","kind":"requested","hold_id":"hold:initech:2026-10","amount":"145.00","for_period":"2026-10","basis_period":"2026-09","at":"2026-10-01T00:00:00+08:00"}],`+
+			`"status_changes":[{"status":"suspended","reason":"hold_failed","at":"2026-09-01T02:00:00+08:00"}],"limits":{"bills":3,"holds":6}}`)
+	})
 	querySrv := httptest.NewServer(query)
 	defer querySrv.Close()
 	code, out, errOut := tally(t, "accounts", "show", "--query-url", querySrv.URL, "--account", "initech")
-	for _, want := range []string{"initech: active", "product-recognition  pack p1", "200000 calls, 2026-10-05T00:00:00+08:00 – 2026-10-20T00:00:00+08:00  expired", "425.00"} {
+	for _, want := range []string{"initech: active", "product-recognition  pack p1", "200000 calls, 2026-10-05T00:00:00+08:00 – 2026-10-20T00:00:00+08:00  expired", "425.00",
+		"bill:initech:2026-09", "-147.30 CNY", "20000 calls: 10000 free, 0 prepaid, 10000 billed at tier 1, 2.5 per 1,000",
+		"adjustment 2026-08 product-recognition", "-172.30", "999001 → 1001001 calls", "hold:initech:2026-10", "2026-10 (2026-09)", "suspended  hold_failed"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("show (%d, %s) lacks %q:\n%s", code, errOut, want, out)
 		}
