@@ -18,7 +18,11 @@ type Event struct {
 	Time             time.Time
 	// RecordedAt, when not zero, is when Tally received the event (logs written for replay).
 	RecordedAt time.Time
-	Data       any
+	// Request, when set, is the digest of the console request the event was made from (the
+	// accounts API's tallyrequest extension): it tells a retry of that request from another
+	// change sent with the same id.
+	Request string
+	Data    any
 }
 
 // wireEvent fixes the field order, so encoded bytes are reproducible.
@@ -29,6 +33,7 @@ type wireEvent struct {
 	Type        string `json:"type"`
 	Time        string `json:"time"`
 	RecordedAt  string `json:"recordedat,omitempty"`
+	Request     string `json:"tallyrequest,omitempty"`
 	Data        any    `json:"data"`
 }
 
@@ -41,7 +46,7 @@ func Encode(e Event) ([]byte, error) {
 			return nil, fmt.Errorf("contract: encode: %s %q is not UTF-8", f.name, f.v)
 		}
 	}
-	w := wireEvent{SpecVersion: cloudevent.SpecVersion, ID: e.ID, Source: e.Source, Type: e.Type, Time: cloudevent.FormatTime(e.Time), Data: e.Data}
+	w := wireEvent{SpecVersion: cloudevent.SpecVersion, ID: e.ID, Source: e.Source, Type: e.Type, Time: cloudevent.FormatTime(e.Time), Request: e.Request, Data: e.Data}
 	if !e.RecordedAt.IsZero() {
 		w.RecordedAt = cloudevent.FormatTime(e.RecordedAt)
 	}

@@ -3,6 +3,8 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +33,9 @@ type AccountsConfig struct {
 	PublishTimeout time.Duration
 	// Registry, when set, gets the API's metrics.
 	Registry prometheus.Registerer
+	// CheckReusedIDs refuses (409) an id the accounts topic already holds for another change:
+	// the API is told of the topic's events by Observe, and answers 503 until CaughtUp.
+	CheckReusedIDs bool
 }
 
 // AccountsAPI is the console's way to change an account's terms: activate a service, sell a
@@ -45,6 +51,17 @@ type AccountsAPI struct {
 	log       *slog.Logger
 	now       func() time.Time
 	answers   *prometheus.CounterVec
+	ids       changeIDs
+}
+
+// changeIDs are the ids of the changes on the accounts topic, with the digest of the request
+// each was made from ("" when unknown: an event not made by this API), and those being
+// published now.
+type changeIDs struct {
+	mu       sync.Mutex
+	caughtUp bool
+	seen     map[string]string
+	inFlight map[string]bool
 }
 
 // NewAccountsAPI builds the API; pub writes to the accounts topic.
@@ -59,7 +76,59 @@ func NewAccountsAPI(cfg AccountsConfig, catalogue *settle.Catalogue, pub Publish
 			return nil, err
 		}
 	}
-	return &AccountsAPI{cfg: cfg, catalogue: catalogue, pub: pub, log: log, now: now, answers: answers}, nil
+	return &AccountsAPI{cfg: cfg, catalogue: catalogue, pub: pub, log: log, now: now, answers: answers,
+		ids: changeIDs{seen: map[string]string{}, inFlight: map[string]bool{}}}, nil
+}
+
+// Observe records a record of the accounts topic (CheckReusedIDs): its id and request digest.
+// The first event of an id is the one that stands.
+func (a *AccountsAPI) Observe(raw []byte) {
+	var ev struct {
+		ID      string `json:"id"`
+		Request string `json:"tallyrequest"`
+	}
+	if json.Unmarshal(raw, &ev) != nil || ev.ID == "" {
+		return
+	}
+	a.ids.mu.Lock()
+	defer a.ids.mu.Unlock()
+	if _, ok := a.ids.seen[ev.ID]; !ok {
+		a.ids.seen[ev.ID] = ev.Request
+	}
+}
+
+// CaughtUp marks the accounts topic read to its end as of the start: from now on an id is
+// checked against all of it.
+func (a *AccountsAPI) CaughtUp() {
+	a.ids.mu.Lock()
+	a.ids.caughtUp = true
+	a.ids.mu.Unlock()
+}
+
+// claim checks id against the changes known and holds it while it is published; release
+// ends the hold, recording the change when it is on the topic. The error is the answer to give.
+func (a *AccountsAPI) claim(id, digest string) (status int, reason string) {
+	a.ids.mu.Lock()
+	defer a.ids.mu.Unlock()
+	switch known, ok := a.ids.seen[id]; {
+	case !a.ids.caughtUp:
+		return http.StatusServiceUnavailable, "the accounts topic is still being read from its start (to tell a retry from an id used before); retry shortly"
+	case a.ids.inFlight[id]:
+		return http.StatusConflict, fmt.Sprintf("a change with id %q is being written now; retry it once that request has its answer", id)
+	case ok && known != "" && known != digest:
+		return http.StatusConflict, fmt.Sprintf("id %q was used for another change; a retry must repeat the request exactly, a new change needs a new id", id)
+	}
+	a.ids.inFlight[id] = true
+	return 0, ""
+}
+
+func (a *AccountsAPI) release(id, digest string, published bool) {
+	a.ids.mu.Lock()
+	defer a.ids.mu.Unlock()
+	delete(a.ids.inFlight, id)
+	if _, ok := a.ids.seen[id]; published && !ok {
+		a.ids.seen[id] = digest
+	}
 }
 
 // accountChanges are the kinds of change, by the last segment of their path: the event type,
@@ -118,14 +187,26 @@ func (a *AccountsAPI) change(w http.ResponseWriter, r *http.Request, kind string
 		return
 	}
 	now := a.now().UTC().Truncate(time.Millisecond)
-	raw, ev, err := a.event(accountChanges[kind].typ, accountChanges[kind].at, account, body, now)
+	raw, ev, digest, err := a.event(accountChanges[kind].typ, accountChanges[kind].at, account, body, now)
 	if err != nil {
 		problem.Write(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if a.cfg.CheckReusedIDs {
+		if status, reason := a.claim(ev.ID, digest); status != 0 {
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
+			problem.Write(w, status, reason)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
 	err = a.pub.Publish(ctx, []Record{{Key: []byte(account), Value: raw, Time: now}})
 	cancel()
+	if a.cfg.CheckReusedIDs {
+		a.release(ev.ID, digest, err == nil)
+	}
 	if err != nil {
 		a.log.Error("accounts API: publishing to kafka failed", "account", account, "type", ev.Type, "id", ev.ID, "err", err)
 		w.Header().Set("Retry-After", "1")
@@ -140,48 +221,67 @@ func (a *AccountsAPI) change(w http.ResponseWriter, r *http.Request, kind string
 
 // event builds the CloudEvent a request body asks for and holds it to billing's rules: the
 // body's id is the event's id; at (when the kind has one) its time, else now; every other field
-// is the event's data, beside the account from the path. The error is the reason to give.
-func (a *AccountsAPI) event(typ, atField, account string, body []byte, now time.Time) ([]byte, cloudevent.Event, error) {
+// is the event's data, beside the account from the path. The event carries the request's
+// digest (of the type, the account and the body's fields as given, so a retry of the request
+// has the same one even when its time defaulted to another now). The error is the reason to give.
+func (a *AccountsAPI) event(typ, atField, account string, body []byte, now time.Time) ([]byte, cloudevent.Event, string, error) {
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&fields); err != nil || fields == nil || dec.More() {
-		return nil, cloudevent.Event{}, errors.New("the body must be one JSON object")
+		return nil, cloudevent.Event{}, "", errors.New("the body must be one JSON object")
 	}
 	var id string
 	if err := json.Unmarshal(fields["id"], &id); err != nil || id == "" {
-		return nil, cloudevent.Event{}, errors.New("id is missing: give each change an id of your own (a retry with the same id is harmless)")
+		return nil, cloudevent.Event{}, "", errors.New("id is missing: give each change an id of your own (a retry with the same id is harmless)")
 	}
 	delete(fields, "id")
+	digest := requestDigest(typ, account, fields)
 	at := now
 	if raw, ok := fields[atField]; ok && atField != "" {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, cloudevent.Event{}, fmt.Errorf("%s must be an RFC 3339 time", atField)
+			return nil, cloudevent.Event{}, "", fmt.Errorf("%s must be an RFC 3339 time", atField)
 		}
 		t, err := cloudevent.ParseTime(s)
 		if err != nil {
-			return nil, cloudevent.Event{}, fmt.Errorf("%s: %v", atField, err)
+			return nil, cloudevent.Event{}, "", fmt.Errorf("%s: %v", atField, err)
 		}
 		at = t
 		delete(fields, atField)
 	}
 	if _, ok := fields["account"]; ok {
-		return nil, cloudevent.Event{}, errors.New("account is given by the path, not the body")
+		return nil, cloudevent.Event{}, "", errors.New("account is given by the path, not the body")
 	}
 	fields["account"], _ = json.Marshal(account)
-	e := contract.Event{ID: id, Source: "tally-accounts-api", Type: typ, Time: at, Data: fields}
+	e := contract.Event{ID: id, Source: "tally-accounts-api", Type: typ, Time: at, Request: digest, Data: fields}
 	raw, err := contract.Encode(e)
 	if err != nil {
-		return nil, cloudevent.Event{}, errors.New("id must be UTF-8")
+		return nil, cloudevent.Event{}, "", errors.New("id must be UTF-8")
 	}
 	// The settle worker journals the event with a recordedat of its own; that instant changes
 	// nothing for an account event (judged by its own time), so the bytes to publish are read
 	// as they are.
 	_, _, ev, err := settle.DecodeLine(raw, a.catalogue)
 	if err != nil {
-		return nil, ev, errors.New(bodyReason(err.Error()))
+		return nil, ev, "", errors.New(bodyReason(err.Error()))
 	}
-	return raw, ev, nil
+	return raw, ev, digest, nil
+}
+
+// requestDigest names a request's content: its type, account and fields (compacted, keys
+// sorted), the id aside.
+func requestDigest(typ, account string, fields map[string]json.RawMessage) string {
+	compact := make(map[string]json.RawMessage, len(fields))
+	for k, v := range fields {
+		var b bytes.Buffer
+		if json.Compact(&b, v) == nil {
+			v = b.Bytes()
+		}
+		compact[k] = v
+	}
+	canonical, _ := json.Marshal(compact)
+	sum := sha256.Sum256([]byte(typ + "\x00" + account + "\x00" + string(canonical)))
+	return "sha256:" + hex.EncodeToString(sum[:16])
 }
 
 // bodyReason words billing's reason for the request: the body's fields are the event's data.

@@ -284,3 +284,66 @@ func TestAPackSoldThroughTheAPIIsOnTheNextBill(t *testing.T) {
 		t.Fatalf("October's line %+v, total %s; want 10,000 free and 20,000 from the pack, nothing to pay", l, bills[0].Total)
 	}
 }
+
+// With CheckReusedIDs, an id already on the accounts topic for another change is refused (409),
+// while a retry of the same request (even one whose time defaulted to another now) goes through;
+// until the topic has been read the API answers 503; an event not made by the API (no request
+// digest) cannot be compared and does not block its id.
+func TestAReusedIDIsRefused(t *testing.T) {
+	pub := &memPublisher{}
+	now := clock
+	api, err := ingest.NewAccountsAPI(ingest.AccountsConfig{PublishTimeout: time.Second, CheckReusedIDs: true}, settle.DefaultCatalogue(), pub,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	pack := `{"id":"sale-1","pack_id":"p-1","service":"image-tagging","calls":500000,"valid_from":"2026-10-01T00:00:00+08:00","valid_until":"2027-10-01T00:00:00+08:00"}`
+	if code, detail := change(mux, "acme", "packs", pack); code != http.StatusServiceUnavailable || !strings.Contains(detail, "still being read") {
+		t.Fatalf("before the topic is read: %d %s", code, detail)
+	}
+	api.Observe([]byte(`{"specversion":"1.0","id":"by-hand","source":"ops","type":"tally.service.activated.v1","time":"2026-10-01T00:00:00Z","data":{"account":"acme","service":"image-tagging"}}`))
+	api.Observe(pub0(t, `{"id":"old-1","service":"smart-cropping"}`)) // published earlier, by another instance
+	api.CaughtUp()
+
+	if code, detail := change(mux, "acme", "packs", pack); code != http.StatusCreated {
+		t.Fatalf("a new id: %d %s", code, detail)
+	}
+	if code, detail := change(mux, "acme", "packs", strings.Replace(pack, `"calls":500000,`, `  "calls" : 500000 ,`, 1)); code != http.StatusCreated {
+		t.Fatalf("a retry (the same fields, other spacing): %d %s", code, detail)
+	}
+	if code, detail := change(mux, "acme", "packs", strings.Replace(pack, "500000", "900000", 1)); code != http.StatusConflict || !strings.Contains(detail, `id "sale-1" was used for another change`) {
+		t.Fatalf("the id of a pack of 500,000 calls for one of 900,000: %d %s", code, detail)
+	}
+	if code, _ := change(mux, "globex", "packs", pack); code != http.StatusConflict {
+		t.Fatalf("the same id for another account: %d", code)
+	}
+	activate := `{"id":"act-1","service":"image-tagging"}`
+	if code, _ := change(mux, "acme", "activations", activate); code != http.StatusCreated {
+		t.Fatal("an activation")
+	}
+	now = now.Add(time.Hour) // its time defaults to now: a retry an hour later is still the same request
+	if code, detail := change(mux, "acme", "activations", activate); code != http.StatusCreated {
+		t.Fatalf("the activation retried an hour later: %d %s", code, detail)
+	}
+	if code, _ := change(mux, "acme", "activations", `{"id":"old-1","service":"image-tagging"}`); code != http.StatusConflict {
+		t.Fatal("an id another instance published for another change was taken")
+	}
+	if code, detail := change(mux, "acme", "activations", `{"id":"by-hand","service":"smart-cropping"}`); code != http.StatusCreated {
+		t.Fatalf("an id on the topic without a request digest: %d %s", code, detail)
+	}
+	if len(pub.records) != 5 {
+		t.Fatalf("%d records published; want the pack twice, the activation twice and by-hand once", len(pub.records))
+	}
+}
+
+// pub0 is the record the accounts API publishes for an activation of acme.
+func pub0(t *testing.T, body string) []byte {
+	t.Helper()
+	pub := &memPublisher{}
+	if code, detail := change(newAccountsAPI(t, pub), "acme", "activations", body); code != http.StatusCreated {
+		t.Fatalf("%d %s", code, detail)
+	}
+	return pub.records[0].Value
+}

@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/tally-billing/tally/ingest"
 	"github.com/tally-billing/tally/ingest/producer"
+	"github.com/tally-billing/tally/internal/kafkax"
 )
 
 func init() {
@@ -82,11 +85,17 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer accountsWriter.Close()
-	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: ring, PublishTimeout: *publishTimeout, Registry: r.registry}, cfg.Catalogue, accountsWriter, log, env.clock())
+	accounts, err := ingest.NewAccountsAPI(ingest.AccountsConfig{Keys: ring, PublishTimeout: *publishTimeout, Registry: r.registry, CheckReusedIDs: true}, cfg.Catalogue, accountsWriter, log, env.clock())
 	if err != nil {
 		return err
 	}
 	accounts.Register(mux)
+	// The accounts API tells a retry from an id reused for another change by what the accounts
+	// topic holds; it answers 503 until it has read the topic.
+	r.run(func(ctx context.Context) error {
+		return kafkax.Follow(ctx, kafkax.FollowConfig{Brokers: kc.Brokers, Security: kc.Security, Topic: *tf.accounts, CaughtUp: accounts.CaughtUp, Log: log},
+			func(m kafka.Message) { accounts.Observe(m.Value) })
+	})
 	log.Info("ingest publishing usage and account changes", "topic", *tf.usage, "accounts_topic", *tf.accounts, "brokers", *kf.brokers, "api_keys", ring.Len())
 	certs, err := tlsFlags.load(ctx, "ingest API", log)
 	if err != nil {
