@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tally-billing/tally/aggregate"
 	"github.com/tally-billing/tally/contract"
 	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
@@ -84,7 +85,11 @@ func (a *API) Handler() http.Handler {
 	} {
 		mux.Handle(pattern, a.guard(route.serve, requests.MustCurryWith(prometheus.Labels{"route": route.name})))
 	}
-	return mux
+	mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) { // public: it holds no account's data
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(aggregate.OpenAPI)
+	})
+	return problem.Routed(mux)
 }
 
 // guard serves a request whose key may read the path's account: 401 without a known key, 429

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tally-billing/tally/aggregate"
 	"github.com/tally-billing/tally/aggregate/worker"
 	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/kafkax"
@@ -75,6 +80,7 @@ func TestStatusAPIFollowsTheStatusTopic(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+key)
 		}
 		keyed.ServeHTTP(rec, req)
+		conforms(t, req, rec)
 		return rec
 	}
 	if rec := ask("a", "tenant-a-key-0123456789"); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"suspended"`) {
@@ -109,6 +115,15 @@ func TestStatusAPIFollowsTheStatusTopic(t *testing.T) {
 	if spent.Header().Get("Retry-After") != "1" {
 		t.Fatalf("Retry-After %q", spent.Header().Get("Retry-After"))
 	}
+	for _, path := range []string{"/openapi.yaml", "/v1/accounts/a/nothing"} { // the description without a key; no route: problem details
+		rec := httptest.NewRecorder()
+		keyed.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if path == "/openapi.yaml" {
+			conforms(t, httptest.NewRequest(http.MethodGet, path, nil), rec)
+		} else if rec.Code != http.StatusNotFound || rec.Header().Get("Content-Type") != problem.ContentType {
+			t.Errorf("GET %s: %d %s", path, rec.Code, rec.Header().Get("Content-Type"))
+		}
+	}
 	if got := testinfra.Samples(t, reg); got["tally_query_requests_total{code=403,route=status}"] != 1 || got["tally_query_requests_total{code=401,route=status}"] != 2 {
 		t.Fatalf("requests counted: %v", got)
 	}
@@ -120,4 +135,30 @@ func loopbackGet(target string) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, target, nil)
 	r.RemoteAddr = "127.0.0.1:40000"
 	return r
+}
+
+// conforms fails the test when the answer rec to req is not what aggregate/openapi.yaml says
+// of that operation (status, content type, body schema).
+func conforms(t *testing.T, req *http.Request, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromData(aggregate.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := httptest.NewRequest(req.Method, "http://127.0.0.1:8081"+req.URL.RequestURI(), nil)
+	route, params, err := router.FindRoute(probe)
+	if err != nil {
+		t.Fatalf("%s %s is served but not described: %v", req.Method, req.URL, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: probe, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.Code, Header: rec.Header(),
+		Body: io.NopCloser(bytes.NewReader(rec.Body.Bytes())), Options: &openapi3filter.Options{IncludeResponseStatus: true}}
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		t.Errorf("%s %s: the answer %d is not what aggregate/openapi.yaml says: %v\n%s", req.Method, req.URL, rec.Code, err, rec.Body)
+	}
 }

@@ -109,7 +109,9 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		Billing: settle.Config{Catalogue: settle.DefaultCatalogue(), Location: shanghai}}).Handler()
 	get := func(period string) (int, worker.UsageResponse) {
 		rec := httptest.NewRecorder()
-		api.ServeHTTP(rec, loopbackGet("/v1/accounts/"+acct+"/usage?period="+period))
+		req1 := loopbackGet("/v1/accounts/" + acct + "/usage?period=" + period)
+		api.ServeHTTP(rec, req1)
+		conforms(t, req1, rec)
 		var resp worker.UsageResponse
 		_ = json.Unmarshal(rec.Body.Bytes(), &resp)
 		return rec.Code, resp
@@ -140,7 +142,9 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	// GET terms: the packs as of the 26th, what they have left this month, the contract prices
 	// billing takes for October (the latest begun by October 1) and those scheduled.
 	rec := httptest.NewRecorder()
-	api.ServeHTTP(rec, loopbackGet("/v1/accounts/"+acct+"/terms"))
+	req2 := loopbackGet("/v1/accounts/" + acct + "/terms")
+	api.ServeHTTP(rec, req2)
+	conforms(t, req2, rec)
 	var terms worker.TermsResponse
 	_ = json.Unmarshal(rec.Body.Bytes(), &terms)
 	wantTerms := `[{image-tagging true 2026-09-01T00:00:00+08:00 [] 0 []} ` +
@@ -154,7 +158,9 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 	// The history: the quarter scenario's billing topic, copied by `tally billsink`.
 	copyBilling(t, e, "../../settle/testdata/scenarios/quarter.golden.jsonl")
 	rec = httptest.NewRecorder()
-	api.ServeHTTP(rec, loopbackGet("/v1/accounts/"+acct+"/history?bills=2"))
+	req3 := loopbackGet("/v1/accounts/" + acct + "/history?bills=2")
+	api.ServeHTTP(rec, req3)
+	conforms(t, req3, rec)
 	var history worker.History
 	_ = json.Unmarshal(rec.Body.Bytes(), &history)
 	var summary []string
@@ -174,7 +180,9 @@ func TestUsageAPIPricesPrepaidPacks(t *testing.T) {
 		t.Fatalf("history: %d\n got %s (status changes %v)\nwant %s", rec.Code, strings.Join(summary, "|"), history.StatusChanges, wantHistory)
 	}
 	rec = httptest.NewRecorder()
-	api.ServeHTTP(rec, loopbackGet("/v1/accounts/initech/history"))
+	req4 := loopbackGet("/v1/accounts/initech/history")
+	api.ServeHTTP(rec, req4)
+	conforms(t, req4, rec)
 	history = worker.History{}
 	_ = json.Unmarshal(rec.Body.Bytes(), &history)
 	if got := fmt.Sprint(history.StatusChanges); got != "[{resumed hold_placed 2026-09-03T12:00:05+08:00} {suspended hold_failed 2026-09-01T02:00:00+08:00}]" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -75,8 +74,6 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 		r.admin.AddCheck("usage replicas in sync", watch.Ready)
 		go watch.Run(ctx)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/events", handler)
 	acfg := producer.DefaultConfig(kc.Brokers, *tf.accounts)
 	acfg.SASL, acfg.TLS = kc.Security.SASL, kc.Security.TLS
 	acfg.BatchTimeout = time.Millisecond // a console's changes come one at a time
@@ -89,7 +86,6 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	accounts.Register(mux)
 	// The accounts API tells a retry from an id reused for another change by what the accounts
 	// topic holds; it answers 503 until it has read the topic.
 	r.run(func(ctx context.Context) error {
@@ -101,7 +97,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := r.serveHTTP("ingest API", *httpAddr, mux, 15*time.Second, certs); err != nil {
+	if err := r.serveHTTP("ingest API", *httpAddr, ingest.Routes(handler, accounts), 15*time.Second, certs); err != nil {
 		return err
 	}
 	return r.wait()

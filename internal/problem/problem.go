@@ -24,3 +24,36 @@ func Write(w http.ResponseWriter, status int, detail string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Details{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
 }
+
+// Routed serves mux, except that the 404 and 405 answers of mux itself (no route, or a route
+// without the method) become problem details, the Allow header kept.
+func Routed(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r) // routed: the route's own answers, path values set
+			return
+		}
+		probe := &headerOnly{header: http.Header{}} // mux's own answer: a 404, a 405 or a redirect
+		h.ServeHTTP(probe, r)
+		switch probe.status {
+		case http.StatusNotFound:
+			Write(w, http.StatusNotFound, "no such path: "+r.Method+" "+r.URL.Path+" (GET /openapi.yaml describes the API)")
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			Write(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+probe.header.Get("Allow"))
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// headerOnly is a ResponseWriter that keeps the status and headers and drops the body.
+type headerOnly struct {
+	header http.Header
+	status int
+}
+
+func (h *headerOnly) Header() http.Header         { return h.header }
+func (h *headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerOnly) WriteHeader(status int)      { h.status = status }
