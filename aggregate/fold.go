@@ -101,6 +101,11 @@ type PartitionConfig struct {
 	OpenMonths int
 	Location   *time.Location
 	Services   contract.ServiceChecker
+	// Home, when set, is the partition every record of an account must be on for its totals to
+	// be whole (ingest routes by murmur2 of the account), and ID is this partition's number. A
+	// record of an account homed elsewhere is folded all the same, and Fold reports it.
+	Home func(account string) int
+	ID   int
 }
 
 // Mark is where a partition's state stands: the offset of the next record to fold, and the
@@ -184,8 +189,14 @@ func (p *Partition) Warm(r Record) {
 }
 
 // Fold adds one record. Records must come in offset order from the partition's next offset.
-func (p *Partition) Fold(r Record) {
+// misrouted is set, with the record's account and month, when the account is homed on another
+// partition (PartitionConfig.Home): its total here is partial, and a retry on another partition
+// is counted on each.
+func (p *Partition) Fold(r Record) (misrouted bool, account string, per contract.Period) {
 	u, per, ok := p.decode(r)
+	if ok && p.cfg.Home != nil && p.cfg.Home(u.Account) != p.cfg.ID {
+		misrouted, account = true, u.Account
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.mark.Next = r.Offset + 1
@@ -197,18 +208,19 @@ func (p *Partition) Fold(r Record) {
 	if !ok {
 		p.window.Seen("")
 		p.invalid++
-		return
+		return false, "", contract.Period{}
 	}
 	if p.window.Seen(identity(u, per)) {
 		p.duplicates++
-		return
+		return misrouted, account, per
 	}
 	if p.isClosed(per) {
 		p.closed++
-		return
+		return misrouted, account, per
 	}
 	p.add(Key{Account: u.Account, Service: u.Service, Period: per}, u.Calls)
 	p.folded++
+	return misrouted, account, per
 }
 
 func (p *Partition) add(k Key, calls int64) {

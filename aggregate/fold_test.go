@@ -61,6 +61,32 @@ func TestFoldDropsRetriesAndSortsMonths(t *testing.T) {
 	}
 }
 
+// With Home set, Fold reports a record of an account homed on another partition (folded all
+// the same, retries included), and nothing for the partition's own accounts or invalid records.
+func TestFoldReportsMisroutedRecords(t *testing.T) {
+	home := map[string]int{"acme": 0, "globex": 1}
+	p := NewPartition(PartitionConfig{Window: 100, Location: shanghai, Services: settle.DefaultCatalogue(), ID: 0,
+		Home: func(account string) int { return home[account] }}, nil, Mark{})
+	for i, c := range []struct {
+		r       Record
+		want    bool
+		account string
+	}{
+		{rec(0, "e1", "acme", "image-tagging", 3, "2026-10-05T10:00:00+08:00"), false, ""},
+		{rec(1, "g1", "globex", "image-tagging", 4, "2026-10-05T10:00:00+08:00"), true, "globex"},
+		{rec(2, "g1", "globex", "image-tagging", 4, "2026-10-05T10:00:00+08:00"), true, "globex"}, // a retry of it, here too
+		{Record{Offset: 3, Value: []byte("garbage"), Time: time.Now()}, false, ""},
+	} {
+		misrouted, account, per := p.Fold(c.r)
+		if misrouted != c.want || account != c.account || (misrouted && per != (contract.Period{Year: 2026, Month: 10})) {
+			t.Errorf("record %d: misrouted %v %q %v", i, misrouted, account, per)
+		}
+	}
+	if got := p.Account("globex", contract.Period{Year: 2026, Month: 10}); got["image-tagging"] != 4 {
+		t.Fatalf("globex's partial total here: %v", got)
+	}
+}
+
 // A restart from any checkpoint, with the window rebuilt from the records before it, ends with
 // exactly the totals of a run that never stopped.
 func TestPropertyRestartFromCheckpointIsExact(t *testing.T) {

@@ -188,7 +188,10 @@ func (a *API) monthTotals(ctx context.Context, account string, p contract.Period
 	if !ready {
 		return nil, errors.New("no usage partitions assigned yet; retry shortly")
 	}
-	if closed { // no running totals for it any more: the exact recount is the answer
+	if closed { // no running totals for it (any more, or whole): the exact recount is the answer
+		if a.Worker.Misrouted(account, p) {
+			return recount(ctx, a.Usage, account, p) // perhaps an open month: live, not cached
+		}
 		return a.recounts.get(account, p, func() (map[string]int64, error) { return recount(ctx, a.Usage, account, p) })
 	}
 	return totals, nil

@@ -12,6 +12,8 @@ type Metrics struct {
 	Lag               *prometheus.GaugeVec
 	Lost              *prometheus.CounterVec
 	Differences       *prometheus.GaugeVec
+	Misrouted         *prometheus.CounterVec
+	TotalsWithheld    prometheus.Counter
 }
 
 // NewMetrics registers the aggregator metrics on reg.
@@ -31,6 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.Lost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregate_records_lost_total",
 		Help: "Usage records Kafka deleted before the aggregator read them (where: fold, or window for the dedup window rebuilt at a restart); alert on any."}, []string{"partition", "where"})
-	reg.MustRegister(m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.FullCheckpoints, m.Lag, m.Differences, m.Lost)
+	m.Misrouted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_aggregate_misrouted_records_total",
+		Help: "Usage records on a partition other than the one ingest routes their account to (a producer not partitioning by murmur2 of the account); their account-months are answered from the exact recount."}, []string{"partition"})
+	m.TotalsWithheld = prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_aggregate_totals_withheld_total",
+		Help: "Running totals not published on the totals topic because their account-month is misrouted (a partial total)."})
+	reg.MustRegister(m.Misrouted, m.TotalsWithheld, m.Records, m.Errors, m.Freshness, m.CheckpointSeconds, m.FullCheckpoints, m.Lag, m.Differences, m.Lost)
 	return m
 }

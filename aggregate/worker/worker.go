@@ -69,6 +69,8 @@ type Worker struct {
 
 	mu    sync.RWMutex
 	parts map[int]*aggregate.Partition
+
+	misrouted misroutedUsage
 }
 
 // New builds the aggregator; ch is a connection to the database with the aggregate tables.
@@ -89,6 +91,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.totals != nil {
 		defer w.totals.Close()
 	}
+	go w.shareMisrouted(ctx)
 	return kafkax.RunGroup(ctx, kafkax.GroupConfig{Brokers: w.cfg.Brokers, Security: w.cfg.Security, Topic: w.cfg.Topic, Group: w.cfg.Group, SessionTimeout: w.cfg.SessionTimeout},
 		w.log, w.metrics.Errors.Inc, w.consume)
 }
@@ -105,8 +108,12 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 	}
 	next := mark.Next
 	cs := &checkpointState{sinceFull: stored - len(totals), saved: mark.Next}
-	p := aggregate.NewPartition(aggregate.PartitionConfig{Window: w.cfg.Window, OpenMonths: w.cfg.OpenMonths, Location: w.cfg.Location, Services: w.cfg.Services},
-		totals, mark)
+	home, err := w.homes(ctx)
+	if err != nil {
+		return err
+	}
+	p := aggregate.NewPartition(aggregate.PartitionConfig{Window: w.cfg.Window, OpenMonths: w.cfg.OpenMonths, Location: w.cfg.Location, Services: w.cfg.Services,
+		Home: home, ID: partition}, totals, mark)
 	if err := w.warm(ctx, p, partition, next); err != nil {
 		return err
 	}
@@ -164,7 +171,9 @@ func (w *Worker) consume(ctx context.Context, gen *kafka.Generation, partition i
 			return nil
 		case err == nil:
 			w.reportLost(partition, "fold", seen.Take(ctx, m), m.Offset)
-			p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time})
+			if misrouted, account, per := p.Fold(aggregate.Record{Offset: m.Offset, Value: m.Value, Time: m.Time}); misrouted {
+				w.noteMisrouted(partition, home(account), account, per, m.Offset)
+			}
 			w.metrics.Records.Inc()
 			w.metrics.Freshness.Observe(time.Since(m.Time).Seconds())
 		case !errors.Is(err, context.DeadlineExceeded):
@@ -309,6 +318,10 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 	if w.totals != nil && len(cp.changed) > 0 {
 		msgs := make([]kafka.Message, 0, len(cp.changed))
 		for k, v := range cp.changed {
+			if w.misrouted.has(k.Account, k.Period) {
+				w.metrics.TotalsWithheld.Inc() // partial here: the usage API answers it from the recount
+				continue
+			}
 			raw, _ := json.Marshal(TotalUpdate{Account: k.Account, Service: k.Service, Period: k.Period.String(), Calls: v})
 			msgs = append(msgs, kafka.Message{Key: []byte(k.Account + "|" + k.Service + "|" + k.Period.String()), Value: raw})
 		}
@@ -324,6 +337,9 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 // partitions this instance folds; ok is false when none of them has the account's data ready,
 // closed is true when the period is closed (no running totals kept: recount usage_events).
 func (w *Worker) AccountUsage(account string, per contract.Period) (totals map[string]int64, ok, closed bool) {
+	if w.misrouted.has(account, per) {
+		return nil, true, true // partial in every partition: the exact recount is the answer
+	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := map[string]int64{}

@@ -2,12 +2,16 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +28,7 @@ import (
 	chschema "github.com/tally-billing/tally/deploy/clickhouse"
 	"github.com/tally-billing/tally/ingest/sink"
 	"github.com/tally-billing/tally/internal/chx"
+	"github.com/tally-billing/tally/internal/kafkax"
 	"github.com/tally-billing/tally/internal/testinfra"
 	"github.com/tally-billing/tally/settle"
 )
@@ -387,4 +392,105 @@ func TestAggregateReportsRecordsDeletedBeforeItReadThem(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// A producer that does not partition by murmur2 of the account (librdkafka's or sarama's
+// default) puts one account on two partitions, here with a retry of one of its events on the
+// other partition than the original. The aggregator says so (metric, misrouted_usage), the usage
+// API answers that account-month exactly (the recount: the retry counted once), its partial
+// totals stay off the totals topic, and an account produced the usual way keeps its running
+// total.
+func TestMisroutedUsageIsAnsweredExactly(t *testing.T) {
+	e := setup(t, 2)
+	_, totalsTopic := testinfra.Topic(t, 1, map[string]string{"cleanup.policy": "compact"})
+	_, accountsTopic := testinfra.Topic(t, 1, nil)
+	home := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte("acct-x")}, 0, 1)
+	on := func(partition int, id, account string, calls int64) kafka.Message {
+		raw := contract.MustEncode(contract.Event{ID: id, Source: "gw", Type: contract.UsageType, Time: at("2026-10-12T10:00:00+08:00"),
+			Data: contract.UsageData{Account: account, Service: "image-tagging", Calls: calls}})
+		return kafka.Message{Key: []byte(account), Value: raw, Headers: []kafka.Header{{Key: "partition", Value: []byte(strconv.Itoa(partition))}}}
+	}
+	yHome := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte("acct-y")}, 0, 1)
+	msgs := []kafka.Message{on(home, "x1", "acct-x", 5), on(1-home, "x1", "acct-x", 5), on(1-home, "x2", "acct-x", 7), on(yHome, "y1", "acct-y", 3)}
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Headers[0].Value)); return p })}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+
+	startSink(t, e, ctx)
+	reg := prometheus.NewRegistry()
+	agg, err := worker.New(worker.Config{Brokers: e.brokers, Topic: e.topic, TotalsTopic: totalsTopic, Group: e.group, Window: 1000, CheckpointInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, Location: shanghai, Services: settle.DefaultCatalogue()}, e.conn, slog.New(slog.NewTextHandler(io.Discard, nil)), worker.NewMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = agg.Run(ctx) }()
+	accounts := worker.NewAccounts(kafkax.Plaintext(e.brokers), accountsTopic, settle.DefaultCatalogue(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go func() { _ = accounts.Run(ctx) }()
+	waitCaughtUp(t, e)
+	oct := contract.Period{Year: 2026, Month: 10}
+	for deadline := time.Now().Add(30 * time.Second); !agg.Misrouted("acct-x", oct); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("acct-x was never found misrouted")
+		}
+	}
+	api := (&worker.API{Worker: agg, Accounts: accounts, Usage: e.conn, Now: func() time.Time { return at("2026-10-26T09:00:00+08:00") },
+		Billing: settle.Config{Catalogue: settle.DefaultCatalogue(), Location: shanghai}}).Handler()
+	calls := func(account string) int64 {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, loopbackGet("/v1/accounts/"+account+"/usage?period=2026-10"))
+			var u worker.UsageResponse
+			_ = json.Unmarshal(rec.Body.Bytes(), &u)
+			if rec.Code == http.StatusOK && len(u.Services) == 1 {
+				return u.Services[0].Calls
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d %s", account, rec.Code, rec.Body)
+			}
+		}
+	}
+	if got := calls("acct-x"); got != 12 {
+		t.Fatalf("acct-x: %d calls; want 12 (5 + 7, the retry on the other partition counted once)", got)
+	}
+	if got := calls("acct-y"); got != 3 || agg.Misrouted("acct-y", oct) {
+		t.Fatalf("acct-y, produced as ingest does: %d calls", got)
+	}
+	if got := testinfra.Samples(t, reg)[fmt.Sprintf("tally_aggregate_misrouted_records_total{partition=%d}", 1-home)]; got != 2 {
+		t.Fatalf("misrouted records counted: %v", testinfra.Samples(t, reg))
+	}
+	// Shared with the other aggregators through ClickHouse within a few seconds.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var rows uint64
+		err := e.conn.QueryRow(ctx, "SELECT count() FROM misrouted_usage FINAL WHERE account = 'acct-x' AND period = 202610").Scan(&rows)
+		if err == nil && rows == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("misrouted_usage rows for acct-x: %d %v", rows, err)
+		}
+	}
+	// The totals topic: acct-y's total, none of acct-x's partial ones.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		keys := map[string]bool{}
+		if err := kafkax.ReadAll(ctx, kafkax.Plaintext(e.brokers), totalsTopic, func(m kafka.Message) error { keys[string(m.Key)] = true; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if keys["acct-y|image-tagging|2026-10"] {
+			for k := range keys {
+				if strings.HasPrefix(k, "acct-x|") {
+					t.Fatalf("a partial total of acct-x was published: %s", k)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("acct-y's total never reached the totals topic: %v", keys)
+		}
+	}
 }
