@@ -24,6 +24,7 @@ import (
 	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/jsonscan"
+	"github.com/tally-billing/tally/internal/problem"
 	"github.com/tally-billing/tally/internal/telemetry"
 )
 
@@ -359,9 +360,20 @@ func (h *Handler) allowed(key *apikey.Key, u contract.Usage, received time.Time)
 	return nil
 }
 
+// fail refuses the whole request: RFC 9457 problem details, with the members of a Response
+// beside them (accepted 0, rejected [], error the reason), so a client reading either finds it.
 func (h *Handler) fail(w http.ResponseWriter, status int, reason string) {
 	h.metrics.Failed.WithLabelValues(http.StatusText(status)).Inc()
-	writeJSON(w, status, Response{Rejected: []Rejection{}, Error: reason})
+	w.Header().Set("Content-Type", problem.ContentType)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(refusal{Details: problem.Details{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: reason},
+		Response: Response{Rejected: []Rejection{}, Error: reason}})
+}
+
+// refusal is the body of a request refused whole.
+type refusal struct {
+	problem.Details
+	Response
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
