@@ -22,6 +22,7 @@ import (
 	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/problem"
+	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -147,9 +148,9 @@ var accountChanges = map[string]struct {
 func (a *AccountsAPI) Register(mux *http.ServeMux) {
 	for kind := range accountChanges {
 		mux.HandleFunc("POST /v1/accounts/{account}/"+kind, func(w http.ResponseWriter, r *http.Request) {
-			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			sw := telemetry.NewStatusWriter(w)
 			a.change(sw, r, kind)
-			a.answers.WithLabelValues(kind, strconv.Itoa(sw.status)).Inc()
+			a.answers.WithLabelValues(kind, strconv.Itoa(sw.Status)).Inc()
 		})
 	}
 }
@@ -286,14 +287,3 @@ func requestDigest(typ, account string, fields map[string]json.RawMessage) strin
 
 // bodyReason words billing's reason for the request: the body's fields are the event's data.
 func bodyReason(reason string) string { return strings.ReplaceAll(reason, "data.", "") }
-
-// statusWriter remembers the status of an answer, for the metrics.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(status int) {
-	w.status = status
-	w.ResponseWriter.WriteHeader(status)
-}

@@ -18,6 +18,7 @@ import (
 	"github.com/tally-billing/tally/internal/apikey"
 	"github.com/tally-billing/tally/internal/cloudevent"
 	"github.com/tally-billing/tally/internal/problem"
+	"github.com/tally-billing/tally/internal/telemetry"
 	"github.com/tally-billing/tally/settle"
 )
 
@@ -96,8 +97,8 @@ func (a *API) Handler() http.Handler {
 // past the key's rate, 403 for an account outside its scope, each as problem details.
 func (a *API) guard(serve http.HandlerFunc, requests *prometheus.CounterVec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		defer func() { requests.WithLabelValues(strconv.Itoa(rec.status)).Inc() }()
+		rec := telemetry.NewStatusWriter(w)
+		defer func() { requests.WithLabelValues(strconv.Itoa(rec.Status)).Inc() }()
 		key, refused := a.Keys.Admit(r)
 		if refused != nil {
 			refused.SetHeaders(w.Header())
@@ -110,17 +111,6 @@ func (a *API) guard(serve http.HandlerFunc, requests *prometheus.CounterVec) htt
 		}
 		serve(rec, r)
 	})
-}
-
-// statusRecorder remembers the status a handler answered, for the metrics.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(status int) {
-	s.status = status
-	s.ResponseWriter.WriteHeader(status)
 }
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request) {

@@ -131,3 +131,21 @@ func SetInt(g prometheus.Gauge, v int64) { g.Set(float64(v)) }
 
 // AddInt adds a count to a counter (Prometheus keeps samples as float64; the counts are integers).
 func AddInt(c prometheus.Counter, n int64) { c.Add(float64(n)) }
+
+// StatusWriter remembers the status a handler answered (200 unless it wrote another), for the
+// metrics of an API.
+type StatusWriter struct {
+	http.ResponseWriter
+	Status int
+}
+
+// NewStatusWriter wraps w.
+func NewStatusWriter(w http.ResponseWriter) *StatusWriter {
+	return &StatusWriter{ResponseWriter: w, Status: http.StatusOK}
+}
+
+// WriteHeader records status and writes it.
+func (s *StatusWriter) WriteHeader(status int) {
+	s.Status = status
+	s.ResponseWriter.WriteHeader(status)
+}
