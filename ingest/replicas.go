@@ -13,19 +13,23 @@ import (
 	"github.com/tally-billing/tally/internal/kafkax"
 )
 
-// ReplicaWatch keeps ingest not-ready while the usage topic has partitions with fewer in-sync
-// replicas than its min.insync.replicas. Kafka refuses every acks=all write to those (and ingest
-// answers 503 for the events keyed there), so the truth for a load balancer or an operator is
-// "not ready", not a 503 now and then. A check that cannot reach Kafka changes nothing: the
-// publish breaker already reports a Kafka that does not acknowledge.
+// ReplicaWatch watches the usage topic for partitions with fewer in-sync replicas than its
+// min.insync.replicas. Kafka refuses every acks=all write to those, and ingest answers 503
+// (Retry-After) for the events keyed there. While some partitions still take writes, ingest stays
+// ready: every instance writes to the same partitions, so a red readiness would take all of them
+// out of the load balancer and refuse the healthy accounts too; the shortage is loud instead (an
+// error log per change, tally_ingest_usage_partitions_under_min_isr, the TallyUsageUnderReplicated
+// alert). When no partition takes writes, ingest is not ready. A check that cannot reach Kafka
+// changes nothing: the publish breaker already reports a Kafka that does not acknowledge.
 type ReplicaWatch struct {
 	cfg      ReplicaWatchConfig
 	log      *slog.Logger
 	short    prometheus.Gauge
 	failures prometheus.Counter
 
-	mu  sync.Mutex
-	err error // from the last check that got an answer
+	mu       sync.Mutex
+	shortage error // the shortage the last check that got an answer found
+	blocked  bool  // and no partition took writes
 }
 
 // ReplicaWatchConfig says what to watch and how often.
@@ -48,7 +52,7 @@ func NewReplicaWatch(cfg ReplicaWatchConfig, log *slog.Logger, reg prometheus.Re
 	}
 	w := &ReplicaWatch{cfg: cfg, log: log,
 		short: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_ingest_usage_partitions_under_min_isr",
-			Help: "Partitions of the usage topic with fewer in-sync replicas than min.insync.replicas at the last check (ingest is not ready while above 0)."}),
+			Help: "Partitions of the usage topic with fewer in-sync replicas than min.insync.replicas at the last check (ingest answers 503 for the events keyed there; not ready when every partition is)."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_ingest_replica_checks_failed_total",
 			Help: "Checks of the usage topic's in-sync replicas that got no answer from Kafka."}),
 	}
@@ -89,24 +93,36 @@ func (w *ReplicaWatch) Check(ctx context.Context) {
 		for i, p := range r.Short {
 			parts[i] = fmt.Sprintf("%d (%d of %d in sync)", p.Partition, p.InSync, p.Replicas)
 		}
-		now = fmt.Errorf("usage topic %s: partitions %s are below min.insync.replicas=%d; Kafka refuses writes to them until a broker returns and catches up",
-			w.cfg.Topic, strings.Join(parts, ", "), r.MinInSync)
+		now = fmt.Errorf("usage topic %s: partitions %s of %d are below min.insync.replicas=%d; Kafka refuses writes to them until a broker returns and catches up (their accounts get 503)",
+			w.cfg.Topic, strings.Join(parts, ", "), r.Partitions, r.MinInSync)
 	}
 	w.mu.Lock()
-	was := w.err
-	w.err = now
+	was := w.shortage
+	w.shortage = now
+	w.blocked = now != nil && len(r.Short) >= r.Partitions
 	w.mu.Unlock()
 	switch {
 	case now != nil && (was == nil || was.Error() != now.Error()):
-		w.log.Error("ingest not ready: "+now.Error(), "topic", w.cfg.Topic, "partitions_short", len(r.Short))
+		w.log.Error("ingest: "+now.Error(), "topic", w.cfg.Topic, "partitions_short", len(r.Short), "partitions", r.Partitions)
 	case now == nil && was != nil:
-		w.log.Info("ingest: every usage partition has min.insync.replicas in sync again; ready", "topic", w.cfg.Topic)
+		w.log.Info("ingest: every usage partition has min.insync.replicas in sync again", "topic", w.cfg.Topic)
 	}
 }
 
-// Ready is the last check's verdict; a readiness check.
+// Ready is the last check's verdict, a readiness check: not ready when no usage partition takes
+// writes.
 func (w *ReplicaWatch) Ready(context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.err
+	if w.blocked {
+		return w.shortage
+	}
+	return nil
+}
+
+// Degraded is the last check's shortage (nil: none), whether or not it makes ingest not ready.
+func (w *ReplicaWatch) Degraded() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.shortage
 }

@@ -16,40 +16,61 @@ import (
 	"github.com/tally-billing/tally/internal/testinfra"
 )
 
-// The verdict follows the last answer; a check Kafka does not answer leaves it as it was.
+// The verdict follows the last answer: one partition short of four leaves ingest ready (the
+// shortage reported as degraded), every partition short makes it not ready; a check Kafka does
+// not answer leaves the verdict as it was.
 func TestReplicaWatchFollowsTheLastAnswer(t *testing.T) {
 	var answer kafkax.Replication
 	var fail error
+	reg := prometheus.NewRegistry()
 	w, err := ingest.NewReplicaWatch(ingest.ReplicaWatchConfig{Brokers: []string{"k:9092"}, Topic: "usage", Interval: time.Hour,
 		Describe: func(context.Context, kafkax.Cluster, string) (kafkax.Replication, error) { return answer, fail }},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := w.Ready(ctx); err != nil {
-		t.Fatalf("ready before any check: %v", err)
+	if err := w.Ready(ctx); err != nil || w.Degraded() != nil {
+		t.Fatalf("before any check: %v %v", err, w.Degraded())
 	}
-	answer = kafkax.Replication{MinInSync: 2, Short: []kafkax.ShortPartition{{Partition: 3, InSync: 1, Replicas: 3}}}
+	short := func(ids ...int) []kafkax.ShortPartition {
+		var out []kafkax.ShortPartition
+		for _, id := range ids {
+			out = append(out, kafkax.ShortPartition{Partition: id, InSync: 1, Replicas: 3})
+		}
+		return out
+	}
+	answer = kafkax.Replication{MinInSync: 2, Partitions: 4, Short: short(3)}
 	w.Check(ctx)
-	if err := w.Ready(ctx); err == nil || !strings.Contains(err.Error(), "partitions 3 (1 of 3 in sync) are below min.insync.replicas=2") {
-		t.Fatalf("one partition short: %v", err)
+	if err := w.Ready(ctx); err != nil {
+		t.Fatalf("one partition of four short: not ready (%v); the other three take writes", err)
+	}
+	if err := w.Degraded(); err == nil || !strings.Contains(err.Error(), "partitions 3 (1 of 3 in sync) of 4 are below min.insync.replicas=2") {
+		t.Fatalf("one partition short, degraded: %v", err)
+	}
+	if g := gauge(t, reg, "tally_ingest_usage_partitions_under_min_isr"); g != 1 {
+		t.Fatalf("gauge %v", g)
+	}
+	answer = kafkax.Replication{MinInSync: 2, Partitions: 4, Short: short(0, 1, 2, 3)}
+	w.Check(ctx)
+	if err := w.Ready(ctx); err == nil || !strings.Contains(err.Error(), "partitions 0 (1 of 3 in sync), 1") {
+		t.Fatalf("every partition short: %v", err)
 	}
 	fail = errors.New("no broker answers")
 	w.Check(ctx)
 	if w.Ready(ctx) == nil {
 		t.Fatal("a check without an answer made ingest ready")
 	}
-	fail, answer = nil, kafkax.Replication{MinInSync: 2}
+	fail, answer = nil, kafkax.Replication{MinInSync: 2, Partitions: 4}
 	w.Check(ctx)
-	if err := w.Ready(ctx); err != nil {
-		t.Fatalf("all in sync: %v", err)
+	if err := w.Ready(ctx); err != nil || w.Degraded() != nil {
+		t.Fatalf("all in sync: %v %v", err, w.Degraded())
 	}
 }
 
 // On a real three-node cluster: a topic replicated to two with min.insync.replicas 2 has
-// partitions short the moment one node is SIGKILLed; ingest's watch turns not ready (gauge up)
-// and ready again once the node is back in sync.
+// partitions short the moment one node is SIGKILLed; ingest's watch reports them (gauge up) and
+// stays ready, the other partitions taking writes, and all is in sync again once the node is back.
 func TestReplicaWatchSeesANodeGoOnARealCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node Kafka cluster")
@@ -81,15 +102,20 @@ func TestReplicaWatchSeesANodeGoOnARealCluster(t *testing.T) {
 	time.Sleep(time.Second)
 	waitFor("ready on a healthy cluster", func(err error) bool { return err == nil })
 	c.Nodes[0].Kill()
-	waitFor("not ready with a node down", func(err error) bool {
-		return err != nil && strings.Contains(err.Error(), "below min.insync.replicas=2")
-	})
-	if n := gauge(t, reg, "tally_ingest_usage_partitions_under_min_isr"); n < 1 {
-		t.Errorf("tally_ingest_usage_partitions_under_min_isr = %v with partitions short", n)
+	for w.Degraded() == nil || !strings.Contains(w.Degraded().Error(), "below min.insync.replicas=2") {
+		if ctx.Err() != nil {
+			t.Fatal("a node down: the shortage was never reported")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := gauge(t, reg, "tally_ingest_usage_partitions_under_min_isr"); n < 1 || n >= 3 {
+		t.Errorf("tally_ingest_usage_partitions_under_min_isr = %v with one node of three down (replicas on two)", n)
+	} else if err := w.Ready(ctx); err != nil {
+		t.Errorf("not ready while %v of 3 partitions still take writes: %v", 3-n, err)
 	}
 	c.Nodes[0].Start()
 	c.WaitInSync(2*time.Minute, topic)
-	waitFor("ready with the node back", func(err error) bool { return err == nil })
+	waitFor("in sync with the node back", func(err error) bool { return err == nil && w.Degraded() == nil })
 }
 
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {

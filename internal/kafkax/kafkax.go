@@ -325,7 +325,8 @@ func topicSetting(ctx context.Context, client *kafka.Client, topic, name string)
 
 // Replication is what the cluster says of a topic's replicas now.
 type Replication struct {
-	MinInSync int // the topic's min.insync.replicas
+	MinInSync  int // the topic's min.insync.replicas
+	Partitions int // how many the topic has
 	// Short are the partitions with fewer in-sync replicas than MinInSync: with acks=all (every
 	// Tally writer) a write to them is refused (NOT_ENOUGH_REPLICAS) until a replica catches up.
 	Short []ShortPartition
@@ -360,6 +361,7 @@ func DescribeReplication(ctx context.Context, c Cluster, topic string) (Replicat
 	if r.MinInSync, err = strconv.Atoi(v); err != nil {
 		return Replication{}, fmt.Errorf("min.insync.replicas of %s is %q", topic, v)
 	}
+	r.Partitions = len(md.Topics[0].Partitions)
 	for _, p := range md.Topics[0].Partitions {
 		if len(p.Isr) < r.MinInSync {
 			r.Short = append(r.Short, ShortPartition{Partition: p.ID, InSync: len(p.Isr), Replicas: len(p.Replicas)})
