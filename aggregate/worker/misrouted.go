@@ -116,7 +116,10 @@ func (w *Worker) syncMisrouted(ctx context.Context) error {
 			return err
 		}
 	}
-	rows, err := w.store.ch.Query(ctx, "SELECT DISTINCT account, period FROM misrouted_usage")
+	// Only the open months matter (a closed one is answered from the recount anyway), so the set
+	// stays as small as the misrouted account-months of the open months.
+	from := w.oldestOpen()
+	rows, err := w.store.ch.Query(ctx, "SELECT DISTINCT account, period FROM misrouted_usage WHERE period >= ?", from.YYYYMM())
 	if err != nil {
 		return err
 	}
@@ -141,7 +144,30 @@ func (w *Worker) syncMisrouted(ctx context.Context) error {
 	for k := range found {
 		w.misrouted.known[k] = true
 	}
+	for k := range w.misrouted.known {
+		if k.period.Before(from) {
+			delete(w.misrouted.known, k)
+		}
+	}
 	return nil
+}
+
+// oldestOpen is the oldest month a partition here keeps running totals of (zero: every month,
+// or no partition yet).
+func (w *Worker) oldestOpen() contract.Period {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	var oldest contract.Period
+	for _, p := range w.parts {
+		from := p.OpenFrom()
+		if from.IsZero() {
+			return contract.Period{}
+		}
+		if oldest.IsZero() || from.Before(oldest) {
+			oldest = from
+		}
+	}
+	return oldest
 }
 
 func (w *Worker) insertMisrouted(ctx context.Context, recs []misroutedRecord) error {
