@@ -32,7 +32,7 @@ func runAggregate(ctx context.Context, env *environment, args []string) error {
 	session := fs.Duration("session-timeout", 10*time.Second, "how soon the group reassigns the partitions of a member that died")
 	apiAddr := fs.String("api-addr", "127.0.0.1:8081", "address of the usage query API (empty: none)")
 	keyFlags := addKeyFlags(fs, "query-keys", "query-rate-limit", "query API (tenants: ;accounts=…; operators: unscoped)")
-	tlsFlags := addTLSFlags(fs, "query API")
+	tlsFlags := addTLSFlags(fs, "", "query API")
 	reconcileEvery := fs.Duration("reconcile-interval", 5*time.Minute, "how often to compare running totals with the exact recount (0: never)")
 	if err := env.parse(fs, args); err != nil {
 		return err

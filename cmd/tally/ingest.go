@@ -24,7 +24,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	kf, tf := rf.kafka, rf.topics
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "address of the ingest API")
 	keyFlags := addKeyFlags(fs, "api-keys", "rate-limit", "gateway and console API")
-	tlsFlags := addTLSFlags(fs, "ingest API")
+	tlsFlags := addTLSFlags(fs, "", "ingest API")
 	maxAge := fs.Duration("max-event-age", 35*24*time.Hour, "refuse usage that happened longer ago than this, unless the key may back-fill (negative: no limit)")
 	maxBody := fs.Int64("max-body-bytes", 4<<20, "largest request body")
 	maxBatch := fs.Int("max-batch", 1000, "most events in one batch request")

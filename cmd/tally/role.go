@@ -42,6 +42,7 @@ type roleFlags struct {
 	billing    func() (settle.Config, error)
 	admin      *string
 	pprof      *string
+	adminTLS   tlsFlags
 }
 
 func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleFlags {
@@ -54,6 +55,7 @@ func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleF
 	f.billing = billingFlags(fs)
 	f.admin = fs.String("admin-addr", adminAddr, "address of /metrics, /healthz and /readyz (keep it private)")
 	f.pprof = fs.String("pprof-addr", "", "address of Go profiles (/debug/pprof/); empty: not served (keep it private)")
+	f.adminTLS = addTLSFlags(fs, "admin-", "admin and profiles servers")
 	return f
 }
 
@@ -78,9 +80,16 @@ func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.C
 			return nil, settle.Config{}, nil, err
 		}
 	}
-	r := startRole(ctx, *f.admin, log)
+	certs, err := f.adminTLS.load(ctx, "admin server", log)
+	if err != nil {
+		return nil, settle.Config{}, nil, err
+	}
+	r := startRole(ctx, *f.admin, log, certs)
 	if *f.pprof != "" {
 		profiles := telemetry.NewProfiles(*f.pprof, log)
+		if certs != nil {
+			profiles.UseTLS(certs.Config())
+		}
 		r.g.Go(func() error { return profiles.Run(r.ctx) })
 	}
 	r.needKafka(kc)
@@ -91,9 +100,13 @@ func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.C
 	return r, cfg, conn, nil
 }
 
-func startRole(ctx context.Context, adminAddr string, log *slog.Logger) *role {
+// startRole starts the admin server on adminAddr, over TLS with certs (nil: plain HTTP).
+func startRole(ctx context.Context, adminAddr string, log *slog.Logger, certs *tlsfiles.ServerCerts) *role {
 	reg := telemetry.NewRegistry()
 	r := &role{log: log, registry: reg, admin: telemetry.NewAdmin(adminAddr, reg, log)}
+	if certs != nil {
+		r.admin.UseTLS(certs.Config())
+	}
 	r.g, r.ctx = errgroup.WithContext(ctx)
 	r.g.Go(func() error { return r.admin.Run(r.ctx) })
 	return r

@@ -89,7 +89,7 @@ func runLedgerExample(ctx context.Context, env *environment, args []string) erro
 		return fmt.Errorf("--default-balance %q is not a decimal", *def)
 	}
 	l := ledger.New(ledger.Config{Brokers: kc.Brokers, Security: kc.Security, BillingTopic: *tf.billing, LedgerTopic: *tf.ledger, Balances: open, DefaultBalance: dflt, Now: env.clock()}, log)
-	r := startRole(ctx, *adminAddr, log)
+	r := startRole(ctx, *adminAddr, log, nil)
 	r.needKafka(kc)
 	r.run(l.Run)
 	if err := r.serveHTTP("example ledger", *httpAddr, l.Handler(), 5*time.Second, nil); err != nil {

@@ -88,14 +88,16 @@ func onHUP(ctx context.Context, reload func()) {
 	}
 }
 
-// tlsFlags are an API server's certificate files: --tls-cert, --tls-key, --tls-client-ca.
-type tlsFlags struct{ cert, key, clientCA *string }
+// tlsFlags are a server's certificate files: --tls-cert, --tls-key, --tls-client-ca for an API,
+// the same with the prefix admin- for the admin and profiles servers.
+type tlsFlags struct{ prefix, cert, key, clientCA *string }
 
-func addTLSFlags(fs *flag.FlagSet, server string) tlsFlags {
+func addTLSFlags(fs *flag.FlagSet, prefix, server string) tlsFlags {
 	return tlsFlags{
-		cert: fs.String("tls-cert", "", "PEM certificate chain of the "+server+" (with --tls-key: HTTPS; SIGHUP re-reads both)"),
-		key:  fs.String("tls-key", "", "PEM private key of --tls-cert"),
-		clientCA: fs.String("tls-client-ca", "", "PEM CAs whose client certificates the "+server+
+		prefix: &prefix,
+		cert:   fs.String(prefix+"tls-cert", "", "PEM certificate chain of the "+server+" (with --"+prefix+"tls-key: HTTPS; SIGHUP re-reads both)"),
+		key:    fs.String(prefix+"tls-key", "", "PEM private key of --"+prefix+"tls-cert"),
+		clientCA: fs.String(prefix+"tls-client-ca", "", "PEM CAs whose client certificates the "+server+
 			" requires (mutual TLS; a client without one is refused in the handshake); empty: none asked"),
 	}
 }
@@ -108,7 +110,7 @@ func (f tlsFlags) load(ctx context.Context, server string, log *slog.Logger) (*t
 	}
 	certs, err := files.Load()
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key/--tls-client-ca: %w", err)
+		return nil, fmt.Errorf("--%[1]stls-cert/--%[1]stls-key/--%[1]stls-client-ca: %[2]w", *f.prefix, err)
 	}
 	go onHUP(ctx, func() {
 		if err := certs.Reload(); err != nil {

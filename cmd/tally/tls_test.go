@@ -39,14 +39,15 @@ func TestIngestServesMutualTLS(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("gw1=gateway-key-0123456789\nconsole=console-key-0123456789;console\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := testinfra.FreeAddr(t)
+	addr, admin := testinfra.FreeAddr(t), testinfra.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	env := &environment{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, lookupEnv: func(string) (string, bool) { return "", false }}
 	go func() {
 		done <- run(ctx, env, []string{"ingest", "--kafka-brokers", strings.Join(brokers, ","), "--topic-usage", usage, "--topic-accounts", accountsTopic,
-			"--http-addr", addr, "--admin-addr", testinfra.FreeAddr(t), "--replica-check-interval", "0", "--api-keys", "@" + keys,
-			"--tls-cert", server.CertFile, "--tls-key", server.KeyFile, "--tls-client-ca", gateways.CertFile})
+			"--http-addr", addr, "--admin-addr", admin, "--replica-check-interval", "0", "--api-keys", "@" + keys,
+			"--tls-cert", server.CertFile, "--tls-key", server.KeyFile, "--tls-client-ca", gateways.CertFile,
+			"--admin-tls-cert", server.CertFile, "--admin-tls-key", server.KeyFile})
 	}()
 	defer func() {
 		cancel()
@@ -98,6 +99,20 @@ func TestIngestServesMutualTLS(t *testing.T) {
 
 	consoleKey := filepath.Join(t.TempDir(), "console-key")
 	_ = os.WriteFile(consoleKey, []byte("console-key-0123456789\n"), 0o600)
+	// The admin server speaks TLS too (no client certificate asked for there): a scraper that
+	// trusts the CA reads /metrics; plain HTTP gets nothing useful.
+	if resp, err := client(tlsfiles.Client{CAFile: ca.CertFile}).Get("https://" + admin + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics over TLS: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("/metrics answered plain HTTP")
+		}
+	}
+
 	activate := []string{"accounts", "activate", "--ingest-url", "https://" + addr, "--api-key", "@" + consoleKey, "--account", "acme",
 		"--service", "image-tagging", "--tls-ca", ca.CertFile}
 	if code, _, errOut := tally(t, append(activate, "--tls-client-cert", gw.CertFile, "--tls-client-key", gw.KeyFile)...); code != 0 {

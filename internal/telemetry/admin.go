@@ -5,6 +5,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -104,15 +105,25 @@ func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(body))
 }
 
+// UseTLS makes Run serve HTTPS with cfg (from tlsfiles: reloadable, optional client CAs).
+func (a *Admin) UseTLS(cfg *tls.Config) { a.server.TLSConfig = cfg }
+
 // Run serves until ctx ends, then shuts down within a few seconds.
 func (a *Admin) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.addr)
 	if err != nil {
 		return err
 	}
-	a.log.Info("admin server listening", "addr", ln.Addr().String(), "paths", a.paths)
+	secure := a.server.TLSConfig != nil
+	a.log.Info("admin server listening", "addr", ln.Addr().String(), "paths", a.paths, "tls", secure)
 	errc := make(chan error, 1)
-	go func() { errc <- a.server.Serve(ln) }()
+	go func() {
+		if secure {
+			errc <- a.server.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- a.server.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
