@@ -29,7 +29,7 @@ func runBillsink(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, _, conn, err := rf.start(ctx, env)
+	r, _, conn, err := rf.start(ctx, env, kc)
 	if err != nil {
 		return err
 	}

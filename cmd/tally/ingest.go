@@ -51,7 +51,7 @@ func runIngest(ctx context.Context, env *environment, args []string) error {
 	}
 	defer writer.Close()
 
-	r, cfg, _, err := rf.start(ctx, env)
+	r, cfg, _, err := rf.start(ctx, env, kc)
 	if err != nil {
 		return err
 	}

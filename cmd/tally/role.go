@@ -60,17 +60,14 @@ func addRoleFlags(fs *flag.FlagSet, adminAddr string, usesClickHouse bool) roleF
 }
 
 // start resolves the shared settings, connects to ClickHouse (nil conn for roles without it) and
-// starts the role with readiness checks on its dependencies. wait closes the connection.
-func (f roleFlags) start(ctx context.Context, env *environment) (*role, settle.Config, driver.Conn, error) {
+// starts the role with readiness checks on its dependencies, Kafka being kc (the command's
+// f.kafka.cluster(), resolved once). wait closes the connection.
+func (f roleFlags) start(ctx context.Context, env *environment, kc kafkax.Cluster) (*role, settle.Config, driver.Conn, error) {
 	log, err := f.log.logger(env)
 	if err != nil {
 		return nil, settle.Config{}, nil, err
 	}
 	cfg, err := f.billing()
-	if err != nil {
-		return nil, settle.Config{}, nil, err
-	}
-	kc, err := f.kafka.cluster()
 	if err != nil {
 		return nil, settle.Config{}, nil, err
 	}

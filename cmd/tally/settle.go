@@ -35,7 +35,7 @@ func runSettle(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, cfg, conn, err := rf.start(ctx, env)
+	r, cfg, conn, err := rf.start(ctx, env, kc)
 	if err != nil {
 		return err
 	}
