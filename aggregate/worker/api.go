@@ -174,14 +174,14 @@ func (a *API) accountUsage(ctx context.Context, account string, p contract.Perio
 // monthTotals are the account's calls of p by service: the running totals, or the exact recount
 // of usage_events for a month no longer open. An error means "not now" (503).
 func (a *API) monthTotals(ctx context.Context, account string, p contract.Period) (map[string]int64, error) {
+	if a.Worker.Misrouted(account, p) { // partial in every partition: the live exact recount, not a cached one
+		return recount(ctx, a.Usage, account, p)
+	}
 	totals, ready, closed := a.Worker.AccountUsage(account, p)
 	if !ready {
 		return nil, errors.New("no usage partitions assigned yet; retry shortly")
 	}
-	if closed { // no running totals for it (any more, or whole): the exact recount is the answer
-		if a.Worker.Misrouted(account, p) {
-			return recount(ctx, a.Usage, account, p) // perhaps an open month: live, not cached
-		}
+	if closed { // no running totals for it any more: the exact recount is the answer
 		return a.recounts.get(account, p, func() (map[string]int64, error) { return recount(ctx, a.Usage, account, p) })
 	}
 	return totals, nil

@@ -70,9 +70,6 @@ func (w *Worker) noteMisrouted(partition, home int, account string, per contract
 	key := accountMonth{account, per}
 	w.misrouted.mu.Lock()
 	defer w.misrouted.mu.Unlock()
-	if w.misrouted.known == nil {
-		w.misrouted.known = map[accountMonth]bool{}
-	}
 	if w.misrouted.known[key] {
 		return
 	}
@@ -138,9 +135,6 @@ func (w *Worker) syncMisrouted(ctx context.Context) error {
 	}
 	w.misrouted.mu.Lock()
 	defer w.misrouted.mu.Unlock()
-	if w.misrouted.known == nil {
-		w.misrouted.known = map[accountMonth]bool{}
-	}
 	for k := range found {
 		w.misrouted.known[k] = true
 	}

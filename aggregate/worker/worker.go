@@ -78,7 +78,8 @@ func New(cfg Config, ch driver.Conn, log *slog.Logger, metrics *Metrics) (*Worke
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, store: &Checkpoints{ch: ch, consumer: cfg.Group, topic: cfg.Topic}, log: log, metrics: metrics, parts: map[int]*aggregate.Partition{}}
+	w := &Worker{cfg: cfg, store: &Checkpoints{ch: ch, consumer: cfg.Group, topic: cfg.Topic}, log: log, metrics: metrics, parts: map[int]*aggregate.Partition{},
+		misrouted: misroutedUsage{known: map[accountMonth]bool{}}}
 	if cfg.TotalsTopic != "" {
 		w.totals = &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Security.RoundTripper(), Topic: cfg.TotalsTopic, Balancer: &kafka.Murmur2Balancer{},
 			RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, Compression: kafka.Lz4}
@@ -337,9 +338,6 @@ func (w *Worker) write(ctx context.Context, gen *kafka.Generation, p *aggregate.
 // partitions this instance folds; ok is false when none of them has the account's data ready,
 // closed is true when the period is closed (no running totals kept: recount usage_events).
 func (w *Worker) AccountUsage(account string, per contract.Period) (totals map[string]int64, ok, closed bool) {
-	if w.misrouted.has(account, per) {
-		return nil, true, true // partial in every partition: the exact recount is the answer
-	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	out := map[string]int64{}
