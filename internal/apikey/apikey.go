@@ -9,11 +9,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,13 +224,13 @@ func (k *Keyring) Replace(keys []Key) error {
 		return errors.New("the new key set is empty: refusing to drop every key (restart without --api-keys for loopback-only)")
 	}
 	k.keys.Store(&keys)
+	kept := make(map[string]bool, len(keys))
+	for _, key := range keys {
+		kept[key.Name] = true
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for name := range k.buckets {
-		if !slices.ContainsFunc(keys, func(key Key) bool { return key.Name == name }) {
-			delete(k.buckets, name)
-		}
-	}
+	maps.DeleteFunc(k.buckets, func(name string, _ *bucket) bool { return !kept[name] })
 	return nil
 }
 
