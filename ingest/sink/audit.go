@@ -59,13 +59,14 @@ func (a PartitionAudit) Clean() bool { return len(a.Missing) == 0 && len(a.Both)
 // below the progress (retention moving past it meanwhile fails the audit: run it again); memory
 // is a bit per offset per set and an entry per identity written, per partition.
 func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAudit, error) {
-	parts, err := kafkax.Partitions(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic)
+	cluster := kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}
+	parts, err := kafkax.Partitions(ctx, cluster, cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
 	sort.Ints(parts)
 	dead := map[int]*bitset{}
-	if err := kafkax.ReadAll(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.DLQTopic, func(m kafka.Message) error {
+	if err := kafkax.ReadAll(ctx, cluster, cfg.DLQTopic, func(m kafka.Message) error {
 		if headerValue(m, HeaderTopic) != cfg.Topic {
 			return nil
 		}
@@ -89,7 +90,7 @@ func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAud
 	var out []PartitionAudit
 	for _, p := range parts {
 		a := PartitionAudit{Partition: p}
-		if a.LogStart, a.End, err = kafkax.PartitionBounds(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic, p); err != nil {
+		if a.LogStart, a.End, err = kafkax.PartitionBounds(ctx, cluster, cfg.Topic, p); err != nil {
 			return nil, err
 		}
 		if err := ch.QueryRow(ctx, "SELECT max(next_offset) FROM sink_progress WHERE consumer = ? AND kafka_topic = ? AND kafka_partition = ?",
@@ -165,7 +166,7 @@ func Audit(ctx context.Context, ch driver.Conn, cfg AuditConfig) ([]PartitionAud
 			classify(next, false, nil, time.Time{})
 		}
 		if a.Progress > a.LogStart {
-			err := kafkax.ReadPartitionFrom(ctx, kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.Topic, p, a.LogStart, func(m kafka.Message) error {
+			err := kafkax.ReadPartitionFrom(ctx, cluster, cfg.Topic, p, a.LogStart, func(m kafka.Message) error {
 				if m.Offset >= a.Progress {
 					return nil
 				}

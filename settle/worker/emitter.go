@@ -83,9 +83,10 @@ func NewEmitter(cfg EmitterConfig, onWritten func(typ string, n int)) (*Emitter,
 	if onWritten == nil {
 		onWritten = func(string, int) {}
 	}
+	cluster := kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}
 	return &Emitter{cfg: cfg, types: map[string]int{}, onWritten: onWritten,
-		billing: newTopicWriter(kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.BillingTopic, cfg.ChunkBytes),
-		status:  newTopicWriter(kafkax.Cluster{Brokers: cfg.Brokers, Security: cfg.Security}, cfg.StatusTopic, cfg.ChunkBytes)}, nil
+		billing: newTopicWriter(cluster, cfg.BillingTopic, cfg.ChunkBytes),
+		status:  newTopicWriter(cluster, cfg.StatusTopic, cfg.ChunkBytes)}, nil
 }
 
 // Add buffers one event; when the buffer is full it flushes with ctx.
